@@ -1,0 +1,94 @@
+# sockit — one Makefile, no configure step.
+#   make            build/libsockit.a, build/libsockit.so, build/sockit
+#   make test       every test suite (unit, examples, end-to-end, install)
+#   make check      the same suites again under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make demo       start a server, talk to it, stop it
+#   make install    PREFIX=/usr/local DESTDIR= : headers, both libraries, sockit.pc, the command
+VERSION := 0.1.0
+SOVERSION := 0
+CC ?= cc
+BUILD ?= build
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla \
+        -Wpointer-arith -Wformat=2 -Wundef -Wcast-align -Wwrite-strings -Wno-unused-parameter
+OPT ?= -O2 -g
+SAN ?=
+ifeq ($(SAN),1)
+  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+endif
+CPPFLAGS += -D_GNU_SOURCE -Iinclude -Isrc/lib
+CFLAGS += -std=c11 $(WARN) $(OPT) -fPIC -fvisibility=hidden
+LDFLAGS += $(if $(filter 1,$(SAN)),-fsanitize=address,undefined)
+LDLIBS += -lpthread
+
+LIB_SRC := $(sort $(wildcard src/lib/*.c))
+CLI_SRC := $(sort $(wildcard src/cli/*.c src/cli/services/*.c))
+UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
+EXAMPLE_SRC := $(sort $(wildcard examples/*.c))
+
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
+EXAMPLES := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
+
+.PHONY: all test check unit e2e demo install uninstall clean fuzz examples
+all: $(BUILD)/libsockit.a $(BUILD)/libsockit.so $(BUILD)/sockit examples
+
+$(BUILD)/%.o: %.c $(wildcard include/sockit/*.h src/lib/*.h src/cli/*.h tests/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libsockit.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libsockit.so: $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libsockit.so.$(SOVERSION) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/sockit: $(CLI_OBJ) $(BUILD)/libsockit.a
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libsockit.a $(LDLIBS)
+
+$(BUILD)/unit_tests: $(UNIT_OBJ) $(BUILD)/libsockit.a
+	$(CC) $(LDFLAGS) -o $@ $(UNIT_OBJ) $(BUILD)/libsockit.a $(LDLIBS)
+
+examples: $(EXAMPLES)
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libsockit.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libsockit.a $(LDLIBS)
+
+unit: $(BUILD)/unit_tests
+	$(BUILD)/unit_tests
+
+test: all $(BUILD)/unit_tests
+	BUILD=$(BUILD) tests/run_all
+
+check:
+	$(MAKE) BUILD=build/san SAN=1 test
+
+demo: all
+	BUILD=$(BUILD) tests/demo
+
+install: $(BUILD)/libsockit.a $(BUILD)/libsockit.so $(BUILD)/sockit
+	install -d $(DESTDIR)$(INCLUDEDIR)/sockit $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(BINDIR) \
+	    $(DESTDIR)$(MANDIR)/man1
+	install -m 644 include/sockit/*.h $(DESTDIR)$(INCLUDEDIR)/sockit/
+	install -m 644 $(BUILD)/libsockit.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(BUILD)/libsockit.so $(DESTDIR)$(LIBDIR)/libsockit.so.$(VERSION)
+	ln -sf libsockit.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libsockit.so.$(SOVERSION)
+	ln -sf libsockit.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libsockit.so
+	install -m 755 $(BUILD)/sockit $(DESTDIR)$(BINDIR)/
+	install -m 644 docs/sockit.1 $(DESTDIR)$(MANDIR)/man1/
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' sockit.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/sockit.pc
+
+uninstall:
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/sockit $(DESTDIR)$(BINDIR)/sockit $(DESTDIR)$(MANDIR)/man1/sockit.1
+	rm -f $(DESTDIR)$(LIBDIR)/libsockit.* $(DESTDIR)$(LIBDIR)/pkgconfig/sockit.pc
+
+clean:
+	rm -rf build

@@ -1,0 +1,27 @@
+/* sockit — errors.
+ *
+ * Every function that can fail returns 0 (or a count) on success and a negative errno value on
+ * failure, e.g. -ECONNREFUSED. A few failures have no errno of their own; they get codes below
+ * -4096, outside the range the kernel uses. sk_strerror() turns any of them into text.
+ */
+#ifndef SOCKIT_ERROR_H
+#define SOCKIT_ERROR_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+    SK_ERR_NONAME = -5001,  /* host name not known (getaddrinfo EAI_NONAME) */
+    SK_ERR_NODATA = -5002,  /* host known, but has no address of the asked family */
+    SK_ERR_DNSFAIL = -5003, /* name server failed or could not be reached (try again) */
+    SK_ERR_FRAME = -5004,   /* a frame broke the framing rules (bad length prefix) */
+};
+
+/* Text for a code from any sockit function ("connection refused"). Never NULL, thread-safe. */
+const char *sk_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

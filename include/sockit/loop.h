@@ -1,0 +1,81 @@
+/* sockit — the event loop: descriptors, timers, signals, wake-ups from other threads, logging.
+ *
+ * A loop and everything on it belong to the thread that runs it. The only function another
+ * thread may call is sk_loop_post(). Callbacks never run re-entrantly from inside a call you
+ * make (closing a conn from its own callback is safe: the close callback runs later in the same
+ * loop iteration).
+ */
+#ifndef SOCKIT_LOOP_H
+#define SOCKIT_LOOP_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sk_loop sk_loop;
+typedef struct sk_timer sk_timer;
+
+int sk_loop_new(sk_loop **out);
+/* Frees the loop. Close conns and listeners first; timers and watches still on it are freed. */
+void sk_loop_free(sk_loop *loop);
+
+/* Run until sk_loop_stop() is called. Returns 0, or a negative errno if epoll itself fails. */
+int sk_loop_run(sk_loop *loop);
+/* Run one iteration, waiting at most timeout_ms (-1: until something happens). For tests. */
+int sk_loop_run_once(sk_loop *loop, int timeout_ms);
+/* Make sk_loop_run() return after the current iteration. Loop thread only. */
+void sk_loop_stop(sk_loop *loop);
+
+/* Milliseconds on the monotonic clock, cached at the start of each iteration. */
+uint64_t sk_loop_now(const sk_loop *loop);
+
+/* ---- descriptors you own (standard input, pipes, anything pollable) ---- */
+enum { SK_READABLE = 1, SK_WRITABLE = 2 };
+/* events has SK_READABLE/SK_WRITABLE; on a hang-up or error both are reported as readable. */
+typedef void (*sk_watch_cb)(sk_loop *loop, int fd, unsigned events, void *arg);
+int sk_loop_watch(sk_loop *loop, int fd, unsigned events, sk_watch_cb cb, void *arg);
+int sk_loop_watch_modify(sk_loop *loop, int fd, unsigned events);
+int sk_loop_unwatch(sk_loop *loop, int fd);
+
+/* ---- timers: one-shot or repeating, millisecond resolution, kept in a binary heap ---- */
+typedef void (*sk_timer_cb)(sk_timer *timer, void *arg);
+int sk_timer_new(sk_loop *loop, sk_timer_cb cb, void *arg, sk_timer **out);
+/* (Re)start: first fire after after_ms, then every repeat_ms (0: once). Timers due at the same
+ * millisecond fire in the order they were started. */
+void sk_timer_start(sk_timer *timer, uint64_t after_ms, uint64_t repeat_ms);
+void sk_timer_stop(sk_timer *timer);
+bool sk_timer_active(const sk_timer *timer);
+/* Stops and frees. Safe from inside the timer's own callback. */
+void sk_timer_free(sk_timer *timer);
+
+/* ---- signals, delivered on the loop through signalfd ---- */
+/* Blocks signo in the calling thread (call before starting other threads, which inherit the
+ * mask) and calls cb on the loop each time it arrives. SIGPIPE never needs this: sockit sends
+ * with MSG_NOSIGNAL. */
+typedef void (*sk_signal_cb)(sk_loop *loop, int signo, void *arg);
+int sk_loop_on_signal(sk_loop *loop, int signo, sk_signal_cb cb, void *arg);
+
+/* ---- other threads ---- */
+/* Run fn(loop, arg) on the loop's thread soon. Safe from any thread; 0 or -ENOMEM. */
+typedef void (*sk_post_cb)(sk_loop *loop, void *arg);
+int sk_loop_post(sk_loop *loop, sk_post_cb fn, void *arg);
+
+/* ---- logging: errors, warnings, and a trace of every socket step ---- */
+typedef enum sk_log_level {
+    SK_LOG_ERROR = 0,
+    SK_LOG_WARN = 1,
+    SK_LOG_INFO = 2,
+    SK_LOG_TRACE = 3, /* one line per socket step: socket, bind, listen, accept, recv, send, ... */
+} sk_log_level;
+typedef void (*sk_log_cb)(sk_loop *loop, sk_log_level level, const char *line, void *arg);
+/* Lines at or below max_level go to cb (NULL: none, the default). */
+void sk_loop_set_log(sk_loop *loop, sk_log_level max_level, sk_log_cb cb, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
