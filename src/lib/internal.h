@@ -1,0 +1,65 @@
+/* What the library's modules share privately. Nothing here is public API. */
+#ifndef SOCKIT_INTERNAL_H
+#define SOCKIT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sockit/sockit.h>
+
+#include "api.h"
+
+/* ---- descriptors on the loop ---- */
+typedef struct sk__io sk__io;
+typedef void (*sk__io_cb)(sk__io *io, unsigned events);
+/* Embedded in every object the loop polls; epoll's data.ptr points here. */
+struct sk__io {
+    int fd;
+    unsigned events; /* SK_READABLE | SK_WRITABLE as registered now */
+    sk__io_cb cb;
+};
+/* Register, change (a no-op when unchanged) and remove interest. 0 or -errno. */
+int sk__io_start(sk_loop *loop, sk__io *io, int fd, unsigned events, sk__io_cb cb);
+int sk__io_update(sk_loop *loop, sk__io *io, unsigned events);
+void sk__io_stop(sk_loop *loop, sk__io *io);
+
+/* ---- work run at the end of the current loop iteration ---- */
+typedef struct sk__task sk__task;
+struct sk__task {
+    sk__task *next;
+    void (*fn)(sk__task *task);
+    bool queued;
+};
+/* Queue task once (a no-op if it is already queued). */
+void sk__defer(sk_loop *loop, sk__task *task);
+
+/* ---- the backend (loop_epoll.c): the only part that knows epoll ---- */
+int sk__backend_open(void);
+int sk__backend_ctl(int bfd, int op, sk__io *io, unsigned events); /* op: 0 add, 1 mod, 2 del */
+/* Wait up to timeout_ms and call each ready io's callback. Returns events seen or -errno. */
+int sk__backend_poll(int bfd, int timeout_ms);
+
+/* ---- logging ---- */
+bool sk__log_on(const sk_loop *loop, sk_log_level level);
+void sk__log(sk_loop *loop, sk_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Trace one socket step; the arguments are only formatted when tracing is on. */
+#define SK_TRACE(loop, ...)                                                                      \
+    do {                                                                                         \
+        if (sk__log_on((loop), SK_LOG_TRACE))                                                    \
+            sk__log((loop), SK_LOG_TRACE, __VA_ARGS__);                                          \
+    } while (0)
+
+/* A 64 KiB buffer every conn on the loop reads into first; only a partial frame is copied out. */
+#define SK__READ_BUF 65536
+uint8_t *sk__loop_read_buf(sk_loop *loop);
+
+/* ---- conns made by the listener ---- */
+int sk__conn_accepted(sk_loop *loop, int fd, sk_conn **out);
+
+/* Socket helpers shared by listener and conn. */
+int sk__socket(sk_loop *loop, int family, int type);
+const char *sk__family_name(int family);
+
+#endif

@@ -1,0 +1,545 @@
+/* The event loop: one iteration polls descriptors, fires due timers, then runs deferred tasks
+ * (close callbacks, frames held during a pause). Timers live in a binary min-heap ordered by
+ * (due time, start sequence), so equal deadlines fire in the order they were started. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct sk_timer {
+    sk_loop *loop;
+    sk_timer_cb cb;
+    void *arg;
+    uint64_t due;
+    uint64_t repeat;
+    uint64_t seq;
+    size_t heap_index; /* SIZE_MAX when not in the heap */
+    bool firing;
+    bool freed_while_firing;
+};
+
+typedef struct post_item {
+    struct post_item *next;
+    sk_post_cb fn;
+    void *arg;
+} post_item;
+
+typedef struct watch {
+    sk__io io;
+    sk_loop *loop;
+    sk_watch_cb cb;
+    void *arg;
+    struct watch *next;
+} watch;
+
+struct sk_loop {
+    int backend_fd;
+    bool stopping;
+    uint64_t now;
+    /* timers */
+    sk_timer **heap;
+    size_t heap_len, heap_cap;
+    size_t timer_count; /* heap_cap >= timer_count, so starting a timer never allocates */
+    uint64_t timer_seq;
+    /* deferred tasks, run in order at the end of an iteration */
+    sk__task *tasks_head, *tasks_tail;
+    /* signals */
+    sk__io signal_io;
+    sigset_t signal_mask;
+    sk_signal_cb signal_cb[65];
+    void *signal_arg[65];
+    /* cross-thread posts */
+    sk__io post_io;
+    pthread_mutex_t post_lock;
+    post_item *post_head, *post_tail;
+    /* user-watched descriptors */
+    watch *watches;
+    /* logging */
+    sk_log_level log_level;
+    sk_log_cb log_cb;
+    void *log_arg;
+    uint8_t read_buf[SK__READ_BUF];
+};
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---------------------------------------------------------------- descriptors */
+
+int sk__io_start(sk_loop *loop, sk__io *io, int fd, unsigned events, sk__io_cb cb)
+{
+    io->fd = fd;
+    io->cb = cb;
+    io->events = 0;
+    return sk__io_update(loop, io, events);
+}
+
+int sk__io_update(sk_loop *loop, sk__io *io, unsigned events)
+{
+    if (events == io->events || io->fd < 0)
+        return 0;
+    int op = io->events == 0 ? 0 : events == 0 ? 2 : 1;
+    int rc = sk__backend_ctl(loop->backend_fd, op, io, events);
+    if (rc == 0)
+        io->events = events;
+    return rc;
+}
+
+void sk__io_stop(sk_loop *loop, sk__io *io)
+{
+    sk__io_update(loop, io, 0);
+}
+
+static void post_ready(sk__io *io, unsigned events);
+static void signal_ready(sk__io *io, unsigned events);
+
+SK_API int sk_loop_new(sk_loop **out)
+{
+    sk_loop *loop = calloc(1, sizeof *loop);
+    if (!loop)
+        return -ENOMEM;
+    loop->signal_io.fd = -1;
+    loop->backend_fd = sk__backend_open();
+    if (loop->backend_fd < 0) {
+        int rc = loop->backend_fd;
+        free(loop);
+        return rc;
+    }
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0 || sk__io_start(loop, &loop->post_io, efd, SK_READABLE, post_ready) < 0) {
+        int rc = -errno;
+        if (efd >= 0)
+            close(efd);
+        close(loop->backend_fd);
+        free(loop);
+        return rc;
+    }
+    pthread_mutex_init(&loop->post_lock, NULL);
+    sigemptyset(&loop->signal_mask);
+    loop->now = monotonic_ms();
+    *out = loop;
+    return 0;
+}
+
+SK_API void sk_loop_free(sk_loop *loop)
+{
+    if (!loop)
+        return;
+    while (loop->heap_len)
+        sk_timer_free(loop->heap[0]);
+    free(loop->heap);
+    while (loop->watches)
+        sk_loop_unwatch(loop, loop->watches->io.fd);
+    for (post_item *p = loop->post_head, *next; p; p = next) {
+        next = p->next;
+        free(p);
+    }
+    pthread_mutex_destroy(&loop->post_lock);
+    close(loop->post_io.fd);
+    if (loop->signal_io.fd >= 0)
+        close(loop->signal_io.fd);
+    close(loop->backend_fd);
+    free(loop);
+}
+
+SK_API uint64_t sk_loop_now(const sk_loop *loop)
+{
+    return loop->now;
+}
+
+uint8_t *sk__loop_read_buf(sk_loop *loop)
+{
+    return loop->read_buf;
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static bool timer_before(const sk_timer *a, const sk_timer *b)
+{
+    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void heap_set(sk_loop *loop, size_t i, sk_timer *t)
+{
+    loop->heap[i] = t;
+    t->heap_index = i;
+}
+
+static void heap_sift_up(sk_loop *loop, size_t i)
+{
+    sk_timer *t = loop->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!timer_before(t, loop->heap[parent]))
+            break;
+        heap_set(loop, i, loop->heap[parent]);
+        i = parent;
+    }
+    heap_set(loop, i, t);
+}
+
+static void heap_sift_down(sk_loop *loop, size_t i)
+{
+    sk_timer *t = loop->heap[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= loop->heap_len)
+            break;
+        if (child + 1 < loop->heap_len && timer_before(loop->heap[child + 1], loop->heap[child]))
+            child++;
+        if (!timer_before(loop->heap[child], t))
+            break;
+        heap_set(loop, i, loop->heap[child]);
+        i = child;
+    }
+    heap_set(loop, i, t);
+}
+
+static void heap_remove(sk_loop *loop, sk_timer *t)
+{
+    size_t i = t->heap_index;
+    t->heap_index = SIZE_MAX;
+    sk_timer *last = loop->heap[--loop->heap_len];
+    if (last == t)
+        return;
+    heap_set(loop, i, last);
+    heap_sift_up(loop, i);
+    heap_sift_down(loop, last->heap_index);
+}
+
+static void heap_push(sk_loop *loop, sk_timer *t)
+{
+    heap_set(loop, loop->heap_len++, t);
+    heap_sift_up(loop, t->heap_index);
+}
+
+SK_API int sk_timer_new(sk_loop *loop, sk_timer_cb cb, void *arg, sk_timer **out)
+{
+    sk_timer *t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->loop = loop;
+    t->cb = cb;
+    t->arg = arg;
+    t->heap_index = SIZE_MAX;
+    /* Reserve the heap slot now, so that sk_timer_start() can never fail. */
+    if (loop->timer_count == loop->heap_cap) {
+        size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 16;
+        sk_timer **heap = realloc(loop->heap, cap * sizeof *heap);
+        if (!heap) {
+            free(t);
+            return -ENOMEM;
+        }
+        loop->heap = heap;
+        loop->heap_cap = cap;
+    }
+    loop->timer_count++;
+    *out = t;
+    return 0;
+}
+
+SK_API void sk_timer_start(sk_timer *t, uint64_t after_ms, uint64_t repeat_ms)
+{
+    sk_loop *loop = t->loop;
+    if (t->heap_index != SIZE_MAX)
+        heap_remove(loop, t);
+    t->due = loop->now + after_ms;
+    t->repeat = repeat_ms;
+    t->seq = loop->timer_seq++;
+    /* Cannot fail: every timer reserved its slot in sk_timer_new(). */
+    heap_push(loop, t);
+}
+
+SK_API void sk_timer_stop(sk_timer *t)
+{
+    if (t->heap_index != SIZE_MAX)
+        heap_remove(t->loop, t);
+    t->repeat = 0;
+}
+
+SK_API bool sk_timer_active(const sk_timer *t)
+{
+    return t->heap_index != SIZE_MAX;
+}
+
+SK_API void sk_timer_free(sk_timer *t)
+{
+    if (!t)
+        return;
+    sk_timer_stop(t);
+    t->loop->timer_count--;
+    if (t->firing) {
+        t->freed_while_firing = true;
+        return;
+    }
+    free(t);
+}
+
+static void run_timers(sk_loop *loop)
+{
+    /* Bounded: a timer re-armed with 0 ms during this pass waits for the next iteration. */
+    uint64_t limit_seq = loop->timer_seq;
+    while (loop->heap_len) {
+        sk_timer *t = loop->heap[0];
+        if (t->due > loop->now || t->seq >= limit_seq)
+            break;
+        heap_remove(loop, t);
+        if (t->repeat) {
+            t->due = loop->now + t->repeat;
+            t->seq = loop->timer_seq++;
+            heap_push(loop, t);
+        }
+        t->firing = true;
+        t->cb(t, t->arg);
+        t->firing = false;
+        if (t->freed_while_firing)
+            free(t);
+    }
+}
+
+static int next_timeout(const sk_loop *loop, int timeout_ms)
+{
+    if (loop->tasks_head)
+        return 0;
+    if (!loop->heap_len)
+        return timeout_ms;
+    uint64_t due = loop->heap[0]->due;
+    uint64_t wait = due > loop->now ? due - loop->now : 0;
+    if (timeout_ms >= 0 && (uint64_t)timeout_ms < wait)
+        return timeout_ms;
+    return wait > INT32_MAX ? INT32_MAX : (int)wait;
+}
+
+/* ---------------------------------------------------------------- deferred tasks */
+
+void sk__defer(sk_loop *loop, sk__task *task)
+{
+    if (task->queued)
+        return;
+    task->queued = true;
+    task->next = NULL;
+    if (loop->tasks_tail)
+        loop->tasks_tail->next = task;
+    else
+        loop->tasks_head = task;
+    loop->tasks_tail = task;
+}
+
+static void run_tasks(sk_loop *loop)
+{
+    /* Only the tasks queued before this pass: one queued meanwhile waits an iteration. */
+    sk__task *task = loop->tasks_head;
+    loop->tasks_head = loop->tasks_tail = NULL;
+    while (task) {
+        sk__task *next = task->next;
+        task->queued = false;
+        task->fn(task); /* may free the memory holding task */
+        task = next;
+    }
+}
+
+/* ---------------------------------------------------------------- running */
+
+SK_API int sk_loop_run_once(sk_loop *loop, int timeout_ms)
+{
+    loop->now = monotonic_ms();
+    int rc = sk__backend_poll(loop->backend_fd, next_timeout(loop, timeout_ms));
+    if (rc < 0)
+        return rc;
+    loop->now = monotonic_ms();
+    run_timers(loop);
+    run_tasks(loop);
+    return 0;
+}
+
+SK_API int sk_loop_run(sk_loop *loop)
+{
+    loop->stopping = false;
+    while (!loop->stopping) {
+        int rc = sk_loop_run_once(loop, -1);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+SK_API void sk_loop_stop(sk_loop *loop)
+{
+    loop->stopping = true;
+}
+
+/* ---------------------------------------------------------------- user descriptors */
+
+static void watch_ready(sk__io *io, unsigned events)
+{
+    watch *w = (watch *)io;
+    w->cb(w->loop, io->fd, events, w->arg);
+}
+
+static watch *find_watch(sk_loop *loop, int fd, watch ***link)
+{
+    for (watch **p = &loop->watches; *p; p = &(*p)->next) {
+        if ((*p)->io.fd == fd) {
+            if (link)
+                *link = p;
+            return *p;
+        }
+    }
+    return NULL;
+}
+
+SK_API int sk_loop_watch(sk_loop *loop, int fd, unsigned events, sk_watch_cb cb, void *arg)
+{
+    if (find_watch(loop, fd, NULL))
+        return -EEXIST;
+    watch *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->loop = loop;
+    w->cb = cb;
+    w->arg = arg;
+    int rc = sk__io_start(loop, &w->io, fd, events, watch_ready);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    w->next = loop->watches;
+    loop->watches = w;
+    return 0;
+}
+
+SK_API int sk_loop_watch_modify(sk_loop *loop, int fd, unsigned events)
+{
+    watch *w = find_watch(loop, fd, NULL);
+    return w ? sk__io_update(loop, &w->io, events) : -ENOENT;
+}
+
+SK_API int sk_loop_unwatch(sk_loop *loop, int fd)
+{
+    watch **link;
+    watch *w = find_watch(loop, fd, &link);
+    if (!w)
+        return -ENOENT;
+    sk__io_stop(loop, &w->io);
+    *link = w->next;
+    free(w);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- signals */
+
+static void signal_ready(sk__io *io, unsigned events)
+{
+    sk_loop *loop = (sk_loop *)((char *)io - offsetof(sk_loop, signal_io));
+    struct signalfd_siginfo si;
+    while (read(io->fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        int signo = (int)si.ssi_signo;
+        if (signo > 0 && signo < 65 && loop->signal_cb[signo])
+            loop->signal_cb[signo](loop, signo, loop->signal_arg[signo]);
+    }
+}
+
+SK_API int sk_loop_on_signal(sk_loop *loop, int signo, sk_signal_cb cb, void *arg)
+{
+    if (signo <= 0 || signo >= 65 || signo == SIGKILL || signo == SIGSTOP)
+        return -EINVAL;
+    sigset_t mask = loop->signal_mask;
+    sigaddset(&mask, signo);
+    if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0)
+        return -EINVAL;
+    int fd = signalfd(loop->signal_io.fd, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (loop->signal_io.fd < 0) {
+        int rc = sk__io_start(loop, &loop->signal_io, fd, SK_READABLE, signal_ready);
+        if (rc < 0) {
+            close(fd);
+            return rc;
+        }
+    }
+    loop->signal_mask = mask;
+    loop->signal_cb[signo] = cb;
+    loop->signal_arg[signo] = arg;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- posts from other threads */
+
+static void post_ready(sk__io *io, unsigned events)
+{
+    sk_loop *loop = (sk_loop *)((char *)io - offsetof(sk_loop, post_io));
+    uint64_t count;
+    if (read(io->fd, &count, sizeof count) < 0 && errno != EAGAIN)
+        return;
+    pthread_mutex_lock(&loop->post_lock);
+    post_item *p = loop->post_head;
+    loop->post_head = loop->post_tail = NULL;
+    pthread_mutex_unlock(&loop->post_lock);
+    while (p) {
+        post_item *next = p->next;
+        p->fn(loop, p->arg);
+        free(p);
+        p = next;
+    }
+}
+
+SK_API int sk_loop_post(sk_loop *loop, sk_post_cb fn, void *arg)
+{
+    post_item *p = malloc(sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->next = NULL;
+    p->fn = fn;
+    p->arg = arg;
+    pthread_mutex_lock(&loop->post_lock);
+    if (loop->post_tail)
+        loop->post_tail->next = p;
+    else
+        loop->post_head = p;
+    loop->post_tail = p;
+    pthread_mutex_unlock(&loop->post_lock);
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already non-zero: the loop will wake anyway. */
+    if (write(loop->post_io.fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        return -errno;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- logging */
+
+SK_API void sk_loop_set_log(sk_loop *loop, sk_log_level max_level, sk_log_cb cb, void *arg)
+{
+    loop->log_level = max_level;
+    loop->log_cb = cb;
+    loop->log_arg = arg;
+}
+
+bool sk__log_on(const sk_loop *loop, sk_log_level level)
+{
+    return loop->log_cb && level <= loop->log_level;
+}
+
+void sk__log(sk_loop *loop, sk_log_level level, const char *fmt, ...)
+{
+    if (!sk__log_on(loop, level))
+        return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    loop->log_cb(loop, level, line, loop->log_arg);
+}
