@@ -18,12 +18,13 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
         -Wpointer-arith -Wformat=2 -Wundef -Wcast-align -Wwrite-strings -Wno-unused-parameter
 OPT ?= -O2 -g
 SAN ?=
+SANFLAGS := -fsanitize=address,undefined
 ifeq ($(SAN),1)
-  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+  OPT := -O1 -g -fno-omit-frame-pointer $(SANFLAGS) -fno-sanitize-recover=all
+  LDFLAGS += $(SANFLAGS)
 endif
 CPPFLAGS += -D_GNU_SOURCE -Iinclude -Isrc/lib
 CFLAGS += -std=c11 $(WARN) $(OPT) -fPIC -fvisibility=hidden
-LDFLAGS += $(if $(filter 1,$(SAN)),-fsanitize=address,undefined)
 LDLIBS += -lpthread
 
 LIB_SRC := $(sort $(wildcard src/lib/*.c))
@@ -41,7 +42,8 @@ all: $(BUILD)/libsockit.a $(BUILD)/libsockit.so $(BUILD)/sockit examples
 
 $(BUILD)/%.o: %.c $(wildcard include/sockit/*.h src/lib/*.h src/cli/*.h tests/unit/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/libsockit.a: $(LIB_OBJ)
 	@rm -f $@
@@ -59,7 +61,8 @@ $(BUILD)/unit_tests: $(UNIT_OBJ) $(BUILD)/libsockit.a
 examples: $(EXAMPLES)
 $(BUILD)/examples/%: examples/%.c $(BUILD)/libsockit.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libsockit.a $(LDLIBS)
+	@echo "  LINK    $@"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libsockit.a $(LDLIBS)
 
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests

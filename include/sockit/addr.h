@@ -57,8 +57,9 @@ enum {
     SK_RESOLVE_PASSIVE = 1, /* for bind(): "" becomes the wildcard address */
 };
 
-/* Resolve spec into at most max addresses, IPv6 and IPv4 in the order getaddrinfo prefers.
- * A wildcard passive spec yields [::] first (dual-stack) then 0.0.0.0. Returns the count (>= 1)
+/* Resolve spec into at most max addresses. A name gives its IPv4 addresses first (so a server
+ * on "localhost" binds 127.0.0.1, where IPv4-only clients such as Python's default socket look),
+ * then IPv6. A wildcard passive spec yields [::] first (dual-stack) then 0.0.0.0. Returns the count (>= 1)
  * or a negative code (SK_ERR_NONAME, SK_ERR_NODATA, SK_ERR_DNSFAIL, -EINVAL, -ENAMETOOLONG). */
 int sk_addr_resolve(const sk_addrspec *spec, int flags, sk_addr *out, size_t max);
 

@@ -1,0 +1,38 @@
+/* What the command's files share: messages, exit codes, option helpers. */
+#ifndef SOCKIT_CLI_H
+#define SOCKIT_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sockit/sockit.h>
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+/* "sockit: " + message + newline on stderr. */
+void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* msg(), then exit with status. */
+_Noreturn void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* What to tell a user who hit err on an address, as " (hint)", or "" when we know no better. */
+const char *hint_for(int err, bool is_unix, unsigned port);
+/* The address as the user meant it: "127.0.0.1:80", "[::1]:80", "unix:/path". */
+void spec_name(const sk_addrspec *spec, char *buf, size_t len);
+
+/* Parse option values; on bad input they exit with status 2 and a message naming option. */
+uint64_t parse_count(const char *option, const char *text, uint64_t min, uint64_t max);
+/* Seconds, with a fraction allowed ("0.5"); returns milliseconds. */
+uint64_t parse_seconds_ms(const char *option, const char *text);
+
+/* Verbosity: -q errors only, default warnings, -v also each socket step. */
+typedef enum { VERBOSITY_QUIET, VERBOSITY_NORMAL, VERBOSITY_VERBOSE } verbosity;
+void setup_logging(sk_loop *loop, verbosity v);
+/* Messages of the command itself, shown at the verbosity set by setup_logging(). */
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+int cmd_serve(int argc, char **argv);
+int cmd_connect(int argc, char **argv);
+
+#endif

@@ -1,0 +1,324 @@
+/* sockit connect: standard input to the socket, the socket to standard output, like nc.
+ *
+ * EOF on standard input half-closes (FIN) and keeps reading until the server closes, so
+ * `echo hi | sockit connect HOST PORT` to an echo server prints hi. Standard input is read only
+ * while the connection is writable: a slow server slows the reading, memory stays bounded. */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char connect_usage[] =
+    "usage: sockit connect [ADDRESS | HOST PORT] [options]\n"
+    "\n"
+    "Connect to ADDRESS; copy standard input to it and what arrives to standard output.\n"
+    "With no address and a terminal on standard input, ask for the address and port.\n"
+    "At EOF on standard input, half-close (send FIN) and keep printing until the server\n"
+    "closes.\n"
+    "\n"
+    "options:\n"
+    "      --timeout SECS       give up connecting after SECS (default 10)\n"
+    "      --idle-timeout SECS  give up after SECS with nothing sent or received\n"
+    "      --close-on-eof       close at once at EOF on standard input\n"
+    "  -v, --verbose            print each socket step\n"
+    "  -q, --quiet              print only errors\n"
+    "  -h, --help               this help\n"
+    "\n"
+    "Exit status: 0 the server closed normally, 1 refused, reset, timed out or unknown host,\n"
+    "2 usage error.\n";
+
+#define STDIN_CHUNK 65536
+
+typedef struct client_state {
+    sk_loop *loop;
+    sk_conn *conn;
+    char name[SK_ADDR_STRLEN];
+    sk_addr addrs[16];
+    int addr_count, addr_next;
+    uint64_t timeout_ms, idle_ms;
+    bool close_on_eof;
+    bool stdin_watched, stdin_done, stdin_is_file, connected;
+    sk_timer *file_pump;
+    int last_error;
+    int exit_status;
+} client_state;
+
+static void try_next(client_state *st);
+
+static void write_stdout(client_state *st, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len) {
+        ssize_t n = write(STDOUT_FILENO, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            struct pollfd pfd = {.fd = STDOUT_FILENO, .events = POLLOUT};
+            poll(&pfd, 1, -1);
+            continue;
+        }
+        if (n < 0) {
+            /* The reader of our output went away (| head): nothing left worth doing. */
+            if (errno != EPIPE)
+                msg("cannot write to standard output: %s", strerror(errno));
+            exit(errno == EPIPE ? EXIT_OK : EXIT_RUNTIME);
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+static void stdin_interest(client_state *st);
+
+/* Read one chunk of standard input into the connection. */
+static void pump_stdin(client_state *st)
+{
+    char buf[STDIN_CHUNK];
+    ssize_t n;
+    do
+        n = read(STDIN_FILENO, buf, sizeof buf);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EAGAIN)
+        return;
+    if (n <= 0) {
+        if (n < 0)
+            msg("cannot read standard input: %s", strerror(errno));
+        st->stdin_done = true;
+        stdin_interest(st);
+        if (st->close_on_eof)
+            sk_conn_close(st->conn);
+        else
+            sk_conn_shutdown(st->conn);
+        return;
+    }
+    if (sk_conn_write(st->conn, buf, (size_t)n) < 0) {
+        st->stdin_done = true;
+        stdin_interest(st);
+        return; /* the connection failed: on_close reports why */
+    }
+    stdin_interest(st);
+}
+
+static void stdin_ready(sk_loop *loop, int fd, unsigned events, void *arg)
+{
+    pump_stdin(arg);
+}
+
+static void file_pump_fired(sk_timer *t, void *arg)
+{
+    pump_stdin(arg);
+}
+
+/* Read standard input only while the connection can take more. */
+static void stdin_interest(client_state *st)
+{
+    bool want = st->connected && !st->stdin_done && sk_conn_writable(st->conn);
+    if (st->stdin_is_file) {
+        /* epoll cannot watch a regular file (it is always readable): pump it on a timer. */
+        if (want)
+            sk_timer_start(st->file_pump, 0, 0);
+        else
+            sk_timer_stop(st->file_pump);
+        return;
+    }
+    if (want != st->stdin_watched) {
+        sk_loop_watch_modify(st->loop, STDIN_FILENO, want ? SK_READABLE : 0);
+        st->stdin_watched = want;
+    }
+}
+
+static void start_stdin(client_state *st)
+{
+    int rc = sk_loop_watch(st->loop, STDIN_FILENO, SK_READABLE, stdin_ready, st);
+    if (rc == -EPERM) {
+        st->stdin_is_file = true;
+        sk_timer_new(st->loop, file_pump_fired, st, &st->file_pump);
+    } else if (rc < 0) {
+        die(EXIT_RUNTIME, "cannot watch standard input: %s", sk_strerror(rc));
+    } else {
+        st->stdin_watched = true;
+    }
+    stdin_interest(st);
+}
+
+static void on_connect(sk_conn *c)
+{
+    client_state *st = sk_conn_data(c);
+    st->connected = true;
+    log_info("connected to %s", st->name);
+    if (st->idle_ms)
+        sk_conn_set_idle_timeout(c, st->idle_ms);
+    start_stdin(st);
+}
+
+static void on_frame(sk_conn *c, const void *data, size_t len)
+{
+    write_stdout(sk_conn_data(c), data, len);
+}
+
+static void on_eof(sk_conn *c)
+{
+    /* The server is done: like nc, we are done too, whatever standard input still holds. */
+    sk_conn_close(c);
+}
+
+static void on_drain(sk_conn *c)
+{
+    stdin_interest(sk_conn_data(c));
+}
+
+static void on_close(sk_conn *c, int reason)
+{
+    client_state *st = sk_conn_data(c);
+    st->conn = NULL;
+    if (!st->connected) {
+        st->last_error = reason;
+        try_next(st);
+        return;
+    }
+    if (reason == -ETIMEDOUT)
+        msg("connection to %s: nothing sent or received for %.1f s (--idle-timeout)", st->name,
+            (double)st->idle_ms / 1000.0);
+    else if (reason == -ECONNRESET)
+        msg("connection to %s reset by peer", st->name);
+    else if (reason < 0)
+        msg("connection to %s failed: %s", st->name, sk_strerror(reason));
+    st->exit_status = reason < 0 ? EXIT_RUNTIME : EXIT_OK;
+    sk_loop_stop(st->loop);
+}
+
+static const sk_conn_callbacks callbacks = {
+    .on_connect = on_connect,
+    .on_frame = on_frame,
+    .on_eof = on_eof,
+    .on_drain = on_drain,
+    .on_close = on_close,
+};
+
+/* Connect to the next resolved address; after the last, report the last failure. */
+static void try_next(client_state *st)
+{
+    while (st->addr_next < st->addr_count) {
+        const sk_addr *a = &st->addrs[st->addr_next++];
+        sk_addr_format(a, st->name, sizeof st->name);
+        int rc = sk_conn_connect(st->loop, a, st->timeout_ms, &callbacks, st, &st->conn);
+        if (rc == 0)
+            return;
+        st->last_error = rc;
+    }
+    int err = st->last_error;
+    if (err == -ETIMEDOUT)
+        msg("cannot connect to %s: timed out after %.1f s%s", st->name,
+            (double)st->timeout_ms / 1000.0, hint_for(err, false, 0));
+    else
+        msg("cannot connect to %s: %s%s", st->name, sk_strerror(err),
+            hint_for(err, sk_addr_is_unix(&st->addrs[st->addr_count - 1]), 0));
+    st->exit_status = EXIT_RUNTIME;
+    sk_loop_stop(st->loop);
+}
+
+/* The seed client's questions, asked on the terminal. */
+static char *ask(const char *question, char *buf, size_t len)
+{
+    fputs(question, stderr);
+    fflush(stderr);
+    if (!fgets(buf, (int)len, stdin))
+        die(EXIT_USAGE, "no answer to '%s' (standard input ended)", question);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return buf;
+}
+
+/* ADDRESS, or HOST PORT, or the answers to the seed's two questions, as one address text. */
+static void address_text(int argc, char **argv, char *out, size_t len)
+{
+    const char *host = NULL, *port = NULL;
+    char host_buf[256], port_buf[64];
+    if (argc == 1) {
+        snprintf(out, len, "%s", argv[0]);
+        return;
+    }
+    if (argc == 2) {
+        host = argv[0];
+        port = argv[1];
+    } else if (argc == 0) {
+        if (!isatty(STDIN_FILENO))
+            die(EXIT_USAGE, "connect needs an address: sockit connect HOST PORT (it asks for "
+                            "one only when standard input is a terminal)");
+        host = ask("Enter server address: ", host_buf, sizeof host_buf);
+        port = ask("Enter server port: ", port_buf, sizeof port_buf);
+    } else {
+        die(EXIT_USAGE, "too many arguments: use sockit connect ADDRESS or HOST PORT");
+    }
+    bool v6 = strchr(host, ':') && host[0] != '[';
+    snprintf(out, len, v6 ? "[%s]:%s" : "%s:%s", host, port);
+}
+
+static const struct option long_options[] = {
+    {"timeout", required_argument, NULL, 't'},
+    {"idle-timeout", required_argument, NULL, 'i'},
+    {"close-on-eof", no_argument, NULL, 'c'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
+static void resolve(client_state *st, const char *text)
+{
+    sk_addrspec spec;
+    char err[256];
+    if (sk_addr_parse(text, -1, &spec, err, sizeof err) < 0)
+        die(EXIT_USAGE, "bad address '%s': %s", text, err);
+    if (spec.scheme == SK_SCHEME_TLS || spec.scheme == SK_SCHEME_UDP)
+        die(EXIT_USAGE, "'%s': %s is not supported yet (use tcp:// or unix:)", text,
+            spec.scheme == SK_SCHEME_TLS ? "tls://" : "udp://");
+    if (!spec.is_unix && spec.host[0] == '\0')
+        snprintf(spec.host, sizeof spec.host, "localhost");
+    if (!spec.is_unix && spec.port == 0)
+        die(EXIT_USAGE, "bad address '%s': port 0 cannot be connected to (use 1-65535)", text);
+    int n = sk_addr_resolve(&spec, 0, st->addrs, sizeof st->addrs / sizeof st->addrs[0]);
+    if (n < 0)
+        die(EXIT_RUNTIME, "cannot resolve '%s': %s%s", spec.host, sk_strerror(n),
+            hint_for(n, false, 0));
+    st->addr_count = n;
+}
+
+int cmd_connect(int argc, char **argv)
+{
+    client_state st = {.timeout_ms = 10000};
+    verbosity v = VERBOSITY_NORMAL;
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, ":vqh", long_options, NULL)) != -1) {
+        switch (ch) {
+        case 't': st.timeout_ms = parse_seconds_ms("--timeout", optarg); break;
+        case 'i': st.idle_ms = parse_seconds_ms("--idle-timeout", optarg); break;
+        case 'c': st.close_on_eof = true; break;
+        case 'v': v = VERBOSITY_VERBOSE; break;
+        case 'q': v = VERBOSITY_QUIET; break;
+        case 'h': fputs(connect_usage, stdout); return EXIT_OK;
+        case ':': die(EXIT_USAGE, "option '%s' needs a value (see 'sockit connect --help')",
+                      argv[optind - 1]);
+        default: die(EXIT_USAGE, "unknown option '%s' (see 'sockit connect --help')",
+                     argv[optind - 1]);
+        }
+    }
+    char text[512];
+    address_text(argc - optind, argv + optind, text, sizeof text);
+    resolve(&st, text);
+    int rc = sk_loop_new(&st.loop);
+    if (rc < 0)
+        die(EXIT_RUNTIME, "cannot create the event loop: %s", sk_strerror(rc));
+    setup_logging(st.loop, v);
+    try_next(&st);
+    rc = sk_loop_run(st.loop);
+    if (rc < 0)
+        die(EXIT_RUNTIME, "event loop failed: %s", sk_strerror(rc));
+    return st.exit_status;
+}

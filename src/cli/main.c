@@ -1,0 +1,48 @@
+/* sockit: one command, several tools. main() only dispatches. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "usage: sockit COMMAND [ARGS]\n"
+    "\n"
+    "A socket toolkit: TCP and Unix-socket servers and clients.\n"
+    "\n"
+    "commands:\n"
+    "  serve [ADDRESS]     run a server: greet, echo, chat, discard or source\n"
+    "  connect [ADDRESS]   connect and copy standard input and output, like nc\n"
+    "\n"
+    "ADDRESS is HOST:PORT, [IPV6]:PORT, :PORT (every interface), PORT or unix:PATH,\n"
+    "optionally with tcp:// or unix:// in front.\n"
+    "\n"
+    "  sockit COMMAND --help   options of one command\n"
+    "  sockit --version        the version\n"
+    "\n"
+    "Exit status: 0 success, 1 runtime failure, 2 usage error. See sockit(1).\n";
+
+int main(int argc, char **argv)
+{
+    /* Sockets use MSG_NOSIGNAL; this covers a closed standard output (sockit connect | head). */
+    signal(SIGPIPE, SIG_IGN);
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        fputs(usage, stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("sockit %s\n", sk_version());
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "connect"))
+        return cmd_connect(argc - 1, argv + 1);
+    die(EXIT_USAGE, "unknown command '%s' (the commands are serve and connect; see "
+                    "'sockit --help')", cmd);
+}

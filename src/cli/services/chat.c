@@ -1,0 +1,77 @@
+/* chat: every line (or frame) a client sends goes to every other client, prefixed with the
+ * sender's address; joins and leaves are announced. A client that does not read its messages
+ * is disconnected once its queue would pass --max-queue: one slow reader never stalls the room
+ * and never makes the server's memory grow without bound. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../cli.h"
+#include "service.h"
+
+/* Send "prefix + data" as one frame, in the server's framing, to every client but from. */
+static void broadcast(server *srv, const client *from, const char *prefix, const void *data,
+                      size_t len)
+{
+    size_t plen = strlen(prefix);
+    size_t total = plen + len;
+    sk_frame_kind kind = server_opts(srv)->frame;
+    uint8_t head[4] = {(uint8_t)(total >> 24), (uint8_t)(total >> 16), (uint8_t)(total >> 8),
+                       (uint8_t)total};
+    struct iovec iov[3];
+    int n = 0;
+    if (kind == SK_FRAME_LEN32)
+        iov[n++] = (struct iovec){.iov_base = head, .iov_len = 4};
+    iov[n++] = (struct iovec){.iov_base = (void *)prefix, .iov_len = plen};
+    iov[n++] = (struct iovec){.iov_base = (void *)data, .iov_len = len};
+    if (kind == SK_FRAME_LINE)
+        iov[n++] = (struct iovec){.iov_base = (void *)"\n", .iov_len = 1};
+
+    for (client *cl = server_clients(srv), *next; cl; cl = next) {
+        next = cl->next;
+        if (cl == from)
+            continue;
+        if (sk_conn_writev(cl->conn, iov, n) == -ENOBUFS) {
+            log_warn("%s is not reading its messages (more than %zu bytes queued); "
+                     "disconnecting it", cl->name, server_opts(srv)->max_queue);
+            sk_conn_abort(cl->conn);
+        }
+    }
+}
+
+static void on_frame(sk_conn *c, const void *data, size_t len)
+{
+    client *cl = sk_conn_data(c);
+    char prefix[sizeof cl->name + 4];
+    snprintf(prefix, sizeof prefix, "[%s] ", cl->name);
+    broadcast(cl->srv, cl, prefix, data, len);
+}
+
+static void announce(client *cl, const char *what)
+{
+    char line[sizeof cl->name + 16];
+    int n = snprintf(line, sizeof line, "%s %s", cl->name, what);
+    broadcast(cl->srv, cl, "* ", line, (size_t)n);
+}
+
+static void on_close(sk_conn *c, int reason)
+{
+    client *cl = sk_conn_data(c);
+    announce(cl, "left"); /* broadcast() skips the sender, so not to itself */
+    server_client_closed(cl, reason);
+}
+
+static const sk_conn_callbacks callbacks = {.on_frame = on_frame, .on_close = on_close};
+
+static void start(client *cl)
+{
+    sk_conn_set_callbacks(cl->conn, &callbacks);
+    announce(cl, "joined");
+}
+
+const service service_chat = {
+    .name = "chat",
+    .summary = "relay each line to every other client",
+    .default_frame = SK_FRAME_LINE,
+    .start = start,
+};

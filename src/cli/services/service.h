@@ -1,0 +1,44 @@
+/* A service is what a server does with each client. serve.c owns the listener, the list of
+ * clients and shutdown; a service only sets a conn's callbacks and reacts to its frames. */
+#ifndef SOCKIT_SERVICE_H
+#define SOCKIT_SERVICE_H
+
+#include <stddef.h>
+
+#include <sockit/sockit.h>
+
+typedef struct server server;
+
+/* One per accepted conn, kept by serve.c in a list; the conn's data points here. */
+typedef struct client {
+    sk_conn *conn;
+    server *srv;
+    struct client *prev, *next;
+    char name[64]; /* the peer as "127.0.0.1:50312", for messages */
+} client;
+
+typedef struct server_options {
+    const char *message;   /* greet */
+    sk_frame_kind frame;
+    size_t max_frame;
+    size_t max_queue;      /* a client's output queue limit */
+    uint64_t idle_ms;
+} server_options;
+
+typedef struct service {
+    const char *name;
+    const char *summary;
+    sk_frame_kind default_frame;
+    /* A new client: set its callbacks (serve.c has set framing, limits and data). */
+    void (*start)(client *cl);
+} service;
+
+/* serve.c: the service must call this from its on_close callback. */
+void server_client_closed(client *cl, int reason);
+const server_options *server_opts(const server *srv);
+/* Every client on the server, for chat. */
+client *server_clients(server *srv);
+
+extern const service service_greet, service_echo, service_chat, service_discard, service_source;
+
+#endif
