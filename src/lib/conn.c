@@ -527,7 +527,7 @@ static bool delivering(const sk_conn *c)
 
 static void frame_error(sk_conn *c, int err)
 {
-    sk__log(c->loop, SK_LOG_WARN, "fd=%d: frame longer than %u bytes; closing the connection",
+    sk__log(c->loop, SK_LOG_INFO, "fd=%d: frame longer than %u bytes; closing the connection",
             c->io.fd, c->max_frame);
     /* Flush what we owe, then close; the rest of the oversized input is discarded. */
     c->close_reason = err;
