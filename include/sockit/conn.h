@@ -52,7 +52,8 @@ typedef struct sk_conn_callbacks {
 } sk_conn_callbacks;
 
 /* Connect without blocking to addr; on_connect or on_close(-ECONNREFUSED / -ETIMEDOUT ...)
- * follows. timeout_ms 0 waits for the kernel's own limit. callbacks must outlive the conn. */
+ * follows. timeout_ms 0 waits for the kernel's own limit. callbacks must outlive the conn.
+ * out may be NULL: the callbacks receive the conn. */
 int sk_conn_connect(sk_loop *loop, const sk_addr *addr, uint64_t timeout_ms,
                     const sk_conn_callbacks *callbacks, void *data, sk_conn **out);
 

@@ -183,7 +183,8 @@ SK_API int sk_conn_connect(sk_loop *loop, const sk_addr *addr, uint64_t timeout_
         return rc;
     }
     arm_timer(c, c->connect_ms);
-    *out = c;
+    if (out)
+        *out = c;
     return 0;
 }
 

@@ -10,8 +10,11 @@ static int next_line(size_t max, const unsigned char *p, size_t len, sk_frame *f
     /* A line may hold max payload bytes plus "\r\n"; look no further than that. */
     size_t window = len < max + 2 ? len : max + 2;
     const unsigned char *nl = memchr(p, '\n', window);
-    if (!nl)
-        return len > max + 1 ? -EMSGSIZE : 0;
+    if (!nl) {
+        /* max + 1 bytes may still end as max bytes and "\r\n", but only if the last is '\r'. */
+        bool over = len > max + 1 || (len == max + 1 && p[max] != '\r');
+        return over ? -EMSGSIZE : 0;
+    }
     size_t end = (size_t)(nl - p);
     size_t payload = end > 0 && p[end - 1] == '\r' ? end - 1 : end;
     if (payload > max)

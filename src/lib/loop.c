@@ -17,6 +17,7 @@
 
 struct sk_timer {
     sk_loop *loop;
+    sk_timer *prev, *next; /* every timer of the loop, so sk_loop_free() finds stopped ones */
     sk_timer_cb cb;
     void *arg;
     uint64_t due;
@@ -49,6 +50,7 @@ struct sk_loop {
     sk_timer **heap;
     size_t heap_len, heap_cap;
     size_t timer_count; /* heap_cap >= timer_count, so starting a timer never allocates */
+    sk_timer *timers;   /* all of them, running or not */
     uint64_t timer_seq;
     /* deferred tasks, run in order at the end of an iteration */
     sk__task *tasks_head, *tasks_tail;
@@ -105,6 +107,7 @@ void sk__io_stop(sk_loop *loop, sk__io *io)
 
 static void post_ready(sk__io *io, unsigned events);
 static void signal_ready(sk__io *io, unsigned events);
+static void run_tasks(sk_loop *loop);
 
 SK_API int sk_loop_new(sk_loop **out)
 {
@@ -138,8 +141,9 @@ SK_API void sk_loop_free(sk_loop *loop)
 {
     if (!loop)
         return;
-    while (loop->heap_len)
-        sk_timer_free(loop->heap[0]);
+    run_tasks(loop); /* frees of closed listeners and conns still waiting for the iteration end */
+    while (loop->timers)
+        sk_timer_free(loop->timers);
     free(loop->heap);
     while (loop->watches)
         sk_loop_unwatch(loop, loop->watches->io.fd);
@@ -247,6 +251,10 @@ SK_API int sk_timer_new(sk_loop *loop, sk_timer_cb cb, void *arg, sk_timer **out
         loop->heap_cap = cap;
     }
     loop->timer_count++;
+    t->next = loop->timers;
+    if (t->next)
+        t->next->prev = t;
+    loop->timers = t;
     *out = t;
     return 0;
 }
@@ -280,7 +288,14 @@ SK_API void sk_timer_free(sk_timer *t)
     if (!t)
         return;
     sk_timer_stop(t);
-    t->loop->timer_count--;
+    sk_loop *loop = t->loop;
+    loop->timer_count--;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        loop->timers = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
     if (t->firing) {
         t->freed_while_firing = true;
         return;

@@ -71,5 +71,6 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     printf("%d passed, %d failed\n", passed, failed);
+    fflush(stdout); /* LeakSanitizer exits without flushing, and run_all needs this line */
     return failed ? 1 : 0;
 }

@@ -1,0 +1,176 @@
+"""Error messages and exit statuses: one line starting "sockit: ", status 2 for usage errors and
+1 for runtime failures; plus --help and --version."""
+
+import errno
+import os
+import re
+import socket
+import unittest
+
+from harness import SockitTestCase
+
+
+class UsageErrorTests(SockitTestCase):
+
+    def test_unknown_option(self):
+        for argv, opt in ((["serve", "--bogus"], "--bogus"),
+                          (["serve", "127.0.0.1:0", "--frobnicate=3"], "--frobnicate"),
+                          (["connect", "--bogus", "127.0.0.1", "1"], "--bogus"),
+                          (["serve", "-Z"], "-Z"),
+                          (["--bogus"], "--bogus")):
+            with self.subTest(argv=argv):
+                r = self.run_sockit(argv)
+                self.assertExit(r, 2)
+                self.assertOneErrorLine(r.stderr, opt, ci=False)
+                self.assertEqual(r.stdout, b"")
+
+    def test_unknown_command(self):
+        r = self.run_sockit(["frobnicate"])
+        self.assertExit(r, 2)
+        self.assertOneErrorLine(r.stderr, "frobnicate")
+
+    def test_no_command(self):
+        r = self.run_sockit([])
+        self.assertExit(r, 2)
+        self.assertIn(b"sockit", r.stdout + r.stderr)
+
+    def test_bad_port(self):
+        for addr, bad in (("127.0.0.1:70000", "70000"), ("127.0.0.1:abc", "abc"),
+                          ("70000", "70000"), (":99999", "99999"), ("[::1]:abc", "abc")):
+            with self.subTest(address=addr):
+                r = self.run_sockit(["serve", addr])
+                self.assertExit(r, 2)
+                self.assertOneErrorLine(r.stderr, bad)
+
+    def test_bad_option_values(self):
+        for args, bad in ((["--mode", "shout"], "shout"), (["-m", "shout"], "shout"),
+                          (["--frame", "xml"], "xml"), (["--max-frame", "lots"], "lots"),
+                          (["--max-queue", "-5"], "-5"), (["--backlog", "many"], "many"),
+                          (["--idle-timeout", "soon"], "soon")):
+            with self.subTest(args=args):
+                r = self.run_sockit(["serve", "127.0.0.1:0"] + args)
+                self.assertExit(r, 2)
+                self.assertOneErrorLine(r.stderr, bad)
+
+    def test_missing_option_argument(self):
+        for argv, opt in ((["serve", "127.0.0.1:0", "--mode"], "mode"),
+                          (["serve", "127.0.0.1:0", "--message"], "message"),
+                          (["connect", "127.0.0.1", "1", "--timeout"], "timeout")):
+            with self.subTest(argv=argv):
+                r = self.run_sockit(argv)
+                self.assertExit(r, 2)
+                self.assertOneErrorLine(r.stderr, opt)
+
+
+class RuntimeErrorTests(SockitTestCase):
+
+    def test_address_already_in_use(self):
+        busy = self.listener()
+        port = busy.getsockname()[1]
+        r = self.run_sockit(["serve", "127.0.0.1:%d" % port])
+        self.assertExit(r, 1)
+        self.assertOneErrorLine(r.stderr, "already in use", str(port))
+
+    def test_address_in_use_reported_even_with_quiet(self):
+        busy = self.listener()
+        port = busy.getsockname()[1]
+        r = self.run_sockit(["serve", "-q", "127.0.0.1:%d" % port])
+        self.assertExit(r, 1)
+        self.assertOneErrorLine(r.stderr, "already in use")
+
+    def test_permission_denied_low_port(self):
+        if os.geteuid() == 0:
+            self.skipTest("running as root: binding a low port is allowed")
+        try:
+            with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+                if int(f.read()) <= 80:
+                    self.skipTest("unprivileged users may bind port 80 here")
+        except OSError:
+            pass
+        r = self.run_sockit(["serve", "127.0.0.1:80"])
+        self.assertExit(r, 1)
+        self.assertOneErrorLine(r.stderr, "permission denied", "1024")
+
+    def test_cannot_assign_non_local_address(self):
+        """Binding an address this machine does not have (TEST-NET-1; binding sends nothing)."""
+        try:
+            with open("/proc/sys/net/ipv4/ip_nonlocal_bind") as f:
+                if f.read().strip() != "0":
+                    self.skipTest("ip_nonlocal_bind is on: any address can be bound")
+        except OSError:
+            pass
+        with socket.socket() as probe:
+            try:
+                probe.bind(("192.0.2.1", 5000))
+                self.skipTest("this machine has 192.0.2.1")
+            except OSError as e:
+                if e.errno != errno.EADDRNOTAVAIL:
+                    self.skipTest("binding 192.0.2.1 fails differently here: %s" % e)
+        r = self.run_sockit(["serve", "192.0.2.1:5000"])
+        self.assertExit(r, 1)
+        self.assertOneErrorLine(r.stderr, ("cannot assign", "not available"), "192.0.2.1")
+
+    def test_serve_unknown_host(self):
+        r = self.run_sockit(["serve", "no-such-host.invalid:0"])
+        self.assertExit(r, 1)
+        self.assertOneErrorLine(r.stderr, "no-such-host.invalid", ("not known", "resolve"))
+
+    def test_connect_unknown_host(self):
+        r = self.run_sockit(["connect", "no-such-host.invalid:80"])
+        self.assertExit(r, 1)
+        self.assertOneErrorLine(r.stderr, "no-such-host.invalid", ("not known", "resolve"))
+
+    def test_connect_refused(self):
+        with socket.socket() as s:  # bound, never listening, then closed: nobody is there
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        r = self.run_sockit(["connect", "127.0.0.1:%d" % port])
+        self.assertExit(r, 1)
+        self.assertOneErrorLine(r.stderr, "refused", "127.0.0.1:%d" % port)
+        self.assertEqual(r.stdout, b"")
+
+    def test_unix_path_too_long(self):
+        path = os.path.join(self.tmpdir, "x" * 200)
+        r = self.run_sockit(["serve", "unix:" + path])
+        self.assertIn(r.returncode, (1, 2), r.stderr)
+        self.assertOneErrorLine(r.stderr)
+
+
+class HelpTests(SockitTestCase):
+
+    SERVE_OPTIONS = ("--mode", "-m", "--frame", "--max-frame", "--max-queue", "--idle-timeout",
+                     "--backlog", "--message", "-v", "-q", "greet", "echo", "chat", "discard",
+                     "source", "raw", "line", "len32")
+    CONNECT_OPTIONS = ("--timeout", "--idle-timeout", "--close-on-eof")
+
+    def _help(self, argv):
+        r = self.run_sockit(argv)
+        self.assertExit(r, 0)
+        self.assertEqual(r.stderr, b"", "help goes to stdout")
+        text = r.stdout.decode()
+        self.assertIn("sockit", text)
+        return text
+
+    def _assert_mentions(self, text, words):
+        missing = [w for w in words if not re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(w),
+                                                     text)]
+        self.assertEqual(missing, [], "help does not mention %s:\n%s" % (missing, text))
+
+    def test_version(self):
+        r = self.run_sockit(["--version"])
+        self.assertExit(r, 0)
+        self.assertRegex(r.stdout.decode(), r"\d+\.\d+\.\d+")
+
+    def test_help(self):
+        text = self._help(["--help"])
+        self._assert_mentions(text, ("serve", "connect"))
+
+    def test_serve_help(self):
+        self._assert_mentions(self._help(["serve", "--help"]), self.SERVE_OPTIONS)
+
+    def test_connect_help(self):
+        self._assert_mentions(self._help(["connect", "--help"]), self.CONNECT_OPTIONS)
+
+
+if __name__ == "__main__":
+    unittest.main()
