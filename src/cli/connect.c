@@ -320,5 +320,12 @@ int cmd_connect(int argc, char **argv)
     rc = sk_loop_run(st.loop);
     if (rc < 0)
         die(EXIT_RUNTIME, "event loop failed: %s", sk_strerror(rc));
+    /* Free everything, so leak checkers see a clean exit. */
+    if (st.conn)
+        sk_conn_abort(st.conn);
+    if (st.stdin_watched || (st.connected && !st.stdin_is_file))
+        sk_loop_unwatch(st.loop, STDIN_FILENO);
+    sk_timer_free(st.file_pump);
+    sk_loop_free(st.loop);
     return st.exit_status;
 }
