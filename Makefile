@@ -25,7 +25,7 @@ ifeq ($(SAN),1)
 endif
 CPPFLAGS += -D_GNU_SOURCE -Iinclude -Isrc/lib
 CFLAGS += -std=c11 $(WARN) $(OPT) -fPIC -fvisibility=hidden
-LDLIBS += -lpthread
+LDLIBS += -lssl -lcrypto -lpthread
 
 LIB_SRC := $(sort $(wildcard src/lib/*.c))
 CLI_SRC := $(sort $(wildcard src/cli/*.c src/cli/services/*.c))
@@ -37,7 +37,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 EXAMPLES := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all test check unit e2e demo install uninstall clean fuzz examples
+.PHONY: all test check unit e2e demo install uninstall clean fuzz examples fuzz-smoke
 all: $(BUILD)/libsockit.a $(BUILD)/libsockit.so $(BUILD)/sockit examples
 
 $(BUILD)/%.o: %.c $(wildcard include/sockit/*.h src/lib/*.h src/cli/*.h tests/unit/*.h)
@@ -75,6 +75,21 @@ check:
 
 demo: all
 	BUILD=$(BUILD) tests/demo
+
+# libFuzzer targets (fuzz/fuzz_*.c), built with clang and ASan + UBSan into build/fuzz/.
+# fuzz-smoke runs each for FUZZ_TIME seconds on a copy of its seed corpus (fuzz/corpus/NAME).
+FUZZ_CC ?= clang
+FUZZ_TIME ?= 30
+FUZZ_FLAGS := -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+              -fno-sanitize-recover=undefined -D_GNU_SOURCE -Iinclude -Isrc/lib
+FUZZ_BIN := $(patsubst fuzz/%.c,build/fuzz/%,$(sort $(wildcard fuzz/fuzz_*.c)))
+fuzz: $(FUZZ_BIN)
+build/fuzz/%: fuzz/%.c $(LIB_SRC) $(wildcard fuzz/*.h include/sockit/*.h src/lib/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	@$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+fuzz-smoke: fuzz
+	fuzz/smoke $(FUZZ_TIME) $(FUZZ_BIN)
 
 install: $(BUILD)/libsockit.a $(BUILD)/libsockit.so $(BUILD)/sockit
 	install -d $(DESTDIR)$(INCLUDEDIR)/sockit $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(BINDIR) \

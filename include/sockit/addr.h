@@ -10,6 +10,7 @@
  *   :PORT               every interface (IPv6 and IPv4 together where the OS allows)
  *   PORT                the same as :PORT when the whole text is digits
  *   unix:PATH           a Unix stream socket; unix:@NAME is Linux's abstract namespace
+ *   unix-dgram:PATH     a Unix datagram socket (scheme SK_SCHEME_UNIX_DGRAM; also unix-dgram://)
  *   tcp:// udp:// tls:// unix:// in front of any of these (unix:///tmp/s is unix:/tmp/s)
  */
 #ifndef SOCKIT_ADDR_H
@@ -30,6 +31,7 @@ typedef enum sk_scheme {
     SK_SCHEME_UDP,
     SK_SCHEME_TLS,
     SK_SCHEME_UNIX,
+    SK_SCHEME_UNIX_DGRAM, /* unix-dgram:PATH */
 } sk_scheme;
 
 /* A parsed, not yet resolved address. */

@@ -16,6 +16,9 @@ enum {
     SK_ERR_NODATA = -5002,  /* host known, but has no address of the asked family */
     SK_ERR_DNSFAIL = -5003, /* name server failed or could not be reached (try again) */
     SK_ERR_FRAME = -5004,   /* a frame broke the framing rules (bad length prefix) */
+    SK_ERR_TLS = -5005,     /* the TLS handshake or a TLS record failed (see sk_conn_tls_info) */
+    SK_ERR_TLS_VERIFY = -5006,    /* the peer's certificate was refused */
+    SK_ERR_TLS_TRUNCATED = -5007, /* the peer ended the TCP stream without TLS close_notify */
 };
 
 /* Text for a code from any sockit function ("connection refused"). Never NULL, thread-safe. */

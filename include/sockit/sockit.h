@@ -3,11 +3,14 @@
 #define SOCKIT_H
 
 #include "addr.h"
+#include "cidr.h"
 #include "conn.h"
+#include "dgram.h"
 #include "error.h"
 #include "frame.h"
 #include "listener.h"
 #include "loop.h"
+#include "tls.h"
 
 #define SOCKIT_VERSION "0.1.0"
 

@@ -32,7 +32,20 @@ void setup_logging(sk_loop *loop, verbosity v);
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* TLS options shared by serve and connect (tls_cli.c). */
+typedef struct tls_cli {
+    const char *cert, *key, *ca, *pin, *sni, *alpn;
+    bool insecure;
+    bool quiet;
+} tls_cli;
+/* Make the context or exit with a message; the server prints the ephemeral fingerprint. */
+void tls_cli_server_ctx(const tls_cli *t, sk_tls_ctx **out);
+void tls_cli_client_ctx(const tls_cli *t, sk_tls_ctx **out);
+/* With -v: protocol, cipher, the peer's certificate and whether it was verified. */
+void tls_cli_describe(sk_conn *c, const char *who);
+
 int cmd_serve(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

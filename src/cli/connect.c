@@ -26,6 +26,16 @@ static const char connect_usage[] =
     "      --timeout SECS       give up connecting after SECS (default 10)\n"
     "      --idle-timeout SECS  give up after SECS with nothing sent or received\n"
     "      --close-on-eof       close at once at EOF on standard input\n"
+    "\n"
+    "TLS (ADDRESS tls://HOST:PORT): the server's certificate chain and name are verified\n"
+    "against the system's CAs, and SNI is sent, unless told otherwise.\n"
+    "      --ca FILE            trust the CAs in FILE (PEM) instead of the system's\n"
+    "      --pin sha256:HEX     accept exactly the certificate with this SHA-256 fingerprint\n"
+    "      --insecure           accept any certificate (a warning says so)\n"
+    "      --cert FILE          client certificate (PEM), for servers that ask for one\n"
+    "      --key FILE           its private key (default: the --cert file)\n"
+    "      --sni NAME           the server name to send and verify (default: HOST)\n"
+    "      --alpn LIST          protocols to offer, comma-separated (h2,http/1.1)\n"
     "  -v, --verbose            print each socket step\n"
     "  -q, --quiet              print only errors\n"
     "  -h, --help               this help\n"
@@ -45,6 +55,9 @@ typedef struct client_state {
     bool close_on_eof;
     bool stdin_watched, stdin_done, stdin_is_file, connected;
     sk_timer *file_pump;
+    sk_tls_ctx *tls;
+    const char *tls_name; /* verified and sent as SNI */
+    char tls_error[256];
     int last_error;
     int exit_status;
 } client_state;
@@ -152,6 +165,8 @@ static void on_connect(sk_conn *c)
     client_state *st = sk_conn_data(c);
     st->connected = true;
     log_info("connected to %s", st->name);
+    if (st->tls)
+        tls_cli_describe(c, "server");
     if (st->idle_ms)
         sk_conn_set_idle_timeout(c, st->idle_ms);
     start_stdin(st);
@@ -179,6 +194,13 @@ static void on_close(sk_conn *c, int reason)
     st->conn = NULL;
     if (!st->connected) {
         st->last_error = reason;
+        if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
+            /* The server answered: another address of the same name would not help. */
+            sk_tls_info info;
+            sk_conn_tls_info(c, &info);
+            snprintf(st->tls_error, sizeof st->tls_error, "%s", info.error);
+            st->addr_next = st->addr_count;
+        }
         try_next(st);
         return;
     }
@@ -208,12 +230,20 @@ static void try_next(client_state *st)
         const sk_addr *a = &st->addrs[st->addr_next++];
         sk_addr_format(a, st->name, sizeof st->name);
         int rc = sk_conn_connect(st->loop, a, st->timeout_ms, &callbacks, st, &st->conn);
+        if (rc == 0 && st->tls)
+            rc = sk_conn_start_tls(st->conn, st->tls, st->tls_name, st->timeout_ms);
         if (rc == 0)
             return;
         st->last_error = rc;
     }
     int err = st->last_error;
-    if (err == -ETIMEDOUT)
+    if (err == SK_ERR_TLS_VERIFY)
+        msg("cannot connect to %s: %s (use --ca FILE to trust its issuer, or --pin with its "
+            "fingerprint)", st->name, st->tls_error);
+    else if (err == SK_ERR_TLS)
+        msg("cannot connect to %s: TLS handshake failed: %s (is it a TLS port?)", st->name,
+            st->tls_error);
+    else if (err == -ETIMEDOUT)
         msg("cannot connect to %s: timed out after %.1f s%s", st->name,
             (double)st->timeout_ms / 1000.0, hint_for(err, false, 0));
     else
@@ -263,21 +293,36 @@ static const struct option long_options[] = {
     {"timeout", required_argument, NULL, 't'},
     {"idle-timeout", required_argument, NULL, 'i'},
     {"close-on-eof", no_argument, NULL, 'c'},
+    {"ca", required_argument, NULL, 'A'},
+    {"pin", required_argument, NULL, 'P'},
+    {"insecure", no_argument, NULL, 'k'},
+    {"cert", required_argument, NULL, 'C'},
+    {"key", required_argument, NULL, 'K'},
+    {"sni", required_argument, NULL, 'S'},
+    {"alpn", required_argument, NULL, 'L'},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
 
-static void resolve(client_state *st, const char *text)
+static void resolve(client_state *st, const char *text, const tls_cli *tls)
 {
     sk_addrspec spec;
     char err[256];
     if (sk_addr_parse(text, -1, &spec, err, sizeof err) < 0)
         die(EXIT_USAGE, "bad address '%s': %s", text, err);
-    if (spec.scheme == SK_SCHEME_TLS || spec.scheme == SK_SCHEME_UDP)
-        die(EXIT_USAGE, "'%s': %s is not supported yet (use tcp:// or unix:)", text,
-            spec.scheme == SK_SCHEME_TLS ? "tls://" : "udp://");
+    if (spec.scheme == SK_SCHEME_UDP)
+        die(EXIT_USAGE, "'%s': udp:// is not supported yet (use tcp:// or unix:)", text);
+    if (spec.scheme == SK_SCHEME_TLS) {
+        tls_cli_client_ctx(tls, &st->tls);
+        static char name[256];
+        snprintf(name, sizeof name, "%s", tls->sni ? tls->sni : spec.host);
+        st->tls_name = name[0] ? name : "localhost";
+    } else if (tls->ca || tls->pin || tls->insecure || tls->cert || tls->key || tls->sni ||
+               tls->alpn) {
+        die(EXIT_USAGE, "TLS options need a tls:// address (sockit connect tls://%s ...)", text);
+    }
     if (!spec.is_unix && spec.host[0] == '\0')
         snprintf(spec.host, sizeof spec.host, "localhost");
     if (!spec.is_unix && spec.port == 0)
@@ -293,6 +338,7 @@ int cmd_connect(int argc, char **argv)
 {
     client_state st = {.timeout_ms = 10000};
     verbosity v = VERBOSITY_NORMAL;
+    tls_cli tls = {0};
     opterr = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, ":vqh", long_options, NULL)) != -1) {
@@ -300,6 +346,13 @@ int cmd_connect(int argc, char **argv)
         case 't': st.timeout_ms = parse_seconds_ms("--timeout", optarg); break;
         case 'i': st.idle_ms = parse_seconds_ms("--idle-timeout", optarg); break;
         case 'c': st.close_on_eof = true; break;
+        case 'A': tls.ca = optarg; break;
+        case 'P': tls.pin = optarg; break;
+        case 'k': tls.insecure = true; break;
+        case 'C': tls.cert = optarg; break;
+        case 'K': tls.key = optarg; break;
+        case 'S': tls.sni = optarg; break;
+        case 'L': tls.alpn = optarg; break;
         case 'v': v = VERBOSITY_VERBOSE; break;
         case 'q': v = VERBOSITY_QUIET; break;
         case 'h': fputs(connect_usage, stdout); return EXIT_OK;
@@ -311,7 +364,7 @@ int cmd_connect(int argc, char **argv)
     }
     char text[512];
     address_text(argc - optind, argv + optind, text, sizeof text);
-    resolve(&st, text);
+    resolve(&st, text, &tls);
     int rc = sk_loop_new(&st.loop);
     if (rc < 0)
         die(EXIT_RUNTIME, "cannot create the event loop: %s", sk_strerror(rc));
@@ -327,5 +380,6 @@ int cmd_connect(int argc, char **argv)
         sk_loop_unwatch(st.loop, STDIN_FILENO);
     sk_timer_free(st.file_pump);
     sk_loop_free(st.loop);
+    sk_tls_ctx_free(st.tls);
     return st.exit_status;
 }

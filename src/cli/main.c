@@ -13,6 +13,7 @@ static const char usage[] =
     "commands:\n"
     "  serve [ADDRESS]     run a server: greet, echo, chat, discard or source\n"
     "  connect [ADDRESS]   connect and copy standard input and output, like nc\n"
+    "  bench ADDRESS       load a server and measure it: echo, connect, bulk, idle\n"
     "\n"
     "ADDRESS is HOST:PORT, [IPV6]:PORT, :PORT (every interface), PORT or unix:PATH,\n"
     "optionally with tcp:// or unix:// in front.\n"
@@ -43,6 +44,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "connect"))
         return cmd_connect(argc - 1, argv + 1);
-    die(EXIT_USAGE, "unknown command '%s' (the commands are serve and connect; see "
+    if (!strcmp(cmd, "bench"))
+        return cmd_bench(argc - 1, argv + 1);
+    die(EXIT_USAGE, "unknown command '%s' (the commands are serve, connect and bench; see "
                     "'sockit --help')", cmd);
 }

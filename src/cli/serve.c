@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "cli.h"
 #include "services/service.h"
@@ -30,14 +31,32 @@ static const char serve_usage[] =
     "                         that passes it (default 1M)\n"
     "      --idle-timeout SECS  close a client silent that long (default: never)\n"
     "      --backlog N        the kernel's queue of unaccepted connections (default 4096)\n"
+    "\n"
+    "limits (each refusal is counted and logged at most once a second per cause):\n"
+    "      --max-clients N    more live clients are refused (greet sends 'server full')\n"
+    "      --max-per-ip N     live clients from one IP address (greet says why)\n"
+    "      --allow CIDR       admit only these ranges (10.0.0.0/8, ::1/128); repeatable\n"
+    "      --deny CIDR        never these ranges; repeatable; deny wins over allow\n"
+    "      --drain-timeout SECS  on SIGINT/SIGTERM, how long clients may take to finish\n"
+    "                         before they are cut off (default 30; 0: no limit)\n"
+    "\n"
+    "TLS (ADDRESS tls://HOST:PORT):\n"
+    "      --cert FILE        certificate chain (PEM); without it, an ephemeral self-signed\n"
+    "                         certificate is made and its fingerprint printed\n"
+    "      --key FILE         private key (PEM; default: the --cert file)\n"
+    "      --client-ca FILE   require a client certificate signed by these CAs (mutual TLS)\n"
+    "      --alpn LIST        protocols to agree on, comma-separated (h2,http/1.1)\n"
+    "      --handshake-timeout SECS  close a client whose handshake takes longer (default 10)\n"
+    "\n"
     "  -v, --verbose          print each socket step: socket, bind, listen, accept, recv,\n"
     "                         send, shutdown, close\n"
     "  -q, --quiet            print only errors\n"
     "  -h, --help             this help\n"
     "\n"
-    "SIGINT or SIGTERM: stop accepting, deliver what is queued, close, exit 0.\n"
-    "A second signal exits at once. Exit status: 0 stopped by a signal, 1 runtime\n"
-    "failure (address in use, permission denied), 2 usage error.\n";
+    "SIGINT or SIGTERM: stop accepting, deliver what is queued (echo: echo every byte\n"
+    "received before the signal), close, exit 0; 1 if --drain-timeout cut off a client\n"
+    "with data still undelivered. A second signal exits at once. Exit status: 0 stopped\n"
+    "by a signal, 1 runtime failure (address in use, permission denied), 2 usage error.\n";
 
 struct server {
     sk_loop *loop;
@@ -46,7 +65,12 @@ struct server {
     server_options opt;
     client *clients;
     size_t client_count;
+    sk_tls_ctx *tls; /* tls:// addresses */
+    uint64_t handshake_ms;
     int signals_seen;
+    uint64_t drain_ms;     /* --drain-timeout */
+    sk_timer *drain;
+    int exit_status;
 };
 
 static const service *const services[] = {&service_greet, &service_echo, &service_chat,
@@ -70,6 +94,11 @@ void server_client_closed(client *cl, int reason)
                  cl->name, srv->opt.max_frame);
     else if (reason == -ETIMEDOUT)
         log_info("%s: idle or stalled longer than allowed; closed", cl->name);
+    else if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
+        sk_tls_info info;
+        sk_conn_tls_info(cl->conn, &info);
+        log_info("%s: TLS handshake failed: %s", cl->name, info.error);
+    }
     else if (reason < 0)
         log_info("%s: %s", cl->name, sk_strerror(reason));
     if (cl->prev)
@@ -117,7 +146,33 @@ static void on_accept(sk_listener *l, sk_conn *c)
     sk_conn_set_watermarks(c, high / 4, high, o->max_queue);
     if (o->idle_ms)
         sk_conn_set_idle_timeout(c, o->idle_ms);
+    if (srv->tls && sk_conn_start_tls(c, srv->tls, NULL, srv->handshake_ms) < 0) {
+        log_warn("%s: cannot start TLS: out of memory", cl->name);
+        sk_conn_abort(c);
+    }
     srv->svc->start(cl);
+}
+
+/* Bytes a client is still owed or still owes us: queued output, or input not yet read. */
+static bool undelivered(const client *cl)
+{
+    int unread = 0;
+    ioctl(sk_conn_fd(cl->conn), FIONREAD, &unread);
+    return sk_conn_queued(cl->conn) > 0 || unread > 0;
+}
+
+static void drain_expired(sk_timer *t, void *arg)
+{
+    server *srv = arg;
+    size_t n = srv->client_count, lost = 0;
+    for (client *cl = srv->clients; cl; cl = cl->next) {
+        lost += undelivered(cl);
+        sk_conn_abort(cl->conn);
+    }
+    log_warn("--drain-timeout: %zu client%s still busy after %.1f s (%zu with undelivered "
+             "data); cut off", n, n == 1 ? "" : "s", (double)srv->drain_ms / 1000.0, lost);
+    if (lost)
+        srv->exit_status = EXIT_RUNTIME;
 }
 
 static void on_signal(sk_loop *loop, int signo, void *arg)
@@ -130,10 +185,17 @@ static void on_signal(sk_loop *loop, int signo, void *arg)
     log_info("%s: stopping; %zu clients to finish", strsignal(signo), srv->client_count);
     sk_listener_close(srv->listener);
     srv->listener = NULL;
-    for (client *cl = srv->clients; cl; cl = cl->next)
-        sk_conn_close(cl->conn); /* flush what is queued, then close */
+    for (client *cl = srv->clients, *next; cl; cl = next) {
+        next = cl->next;
+        if (srv->svc->stop)
+            srv->svc->stop(cl);
+        else
+            sk_conn_close(cl->conn); /* flush what is queued, then close */
+    }
     if (srv->client_count == 0)
         sk_loop_stop(loop);
+    else if (srv->drain_ms && sk_timer_new(loop, drain_expired, srv, &srv->drain) == 0)
+        sk_timer_start(srv->drain, srv->drain_ms, 0);
 }
 
 static const service *find_service(const char *name)
@@ -144,6 +206,8 @@ static const service *find_service(const char *name)
     die(EXIT_USAGE, "--mode: unknown mode '%s' (use greet, echo, chat, discard or source)", name);
 }
 
+enum { OPT_MAX_CLIENTS = 0x100, OPT_MAX_PER_IP, OPT_ALLOW, OPT_DENY, OPT_DRAIN };
+
 static const struct option long_options[] = {
     {"mode", required_argument, NULL, 'm'},
     {"message", required_argument, NULL, 'M'},
@@ -152,6 +216,16 @@ static const struct option long_options[] = {
     {"max-queue", required_argument, NULL, 'Q'},
     {"idle-timeout", required_argument, NULL, 'i'},
     {"backlog", required_argument, NULL, 'b'},
+    {"cert", required_argument, NULL, 'C'},
+    {"key", required_argument, NULL, 'K'},
+    {"client-ca", required_argument, NULL, 'A'},
+    {"alpn", required_argument, NULL, 'L'},
+    {"handshake-timeout", required_argument, NULL, 'H'},
+    {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
+    {"max-per-ip", required_argument, NULL, OPT_MAX_PER_IP},
+    {"allow", required_argument, NULL, OPT_ALLOW},
+    {"deny", required_argument, NULL, OPT_DENY},
+    {"drain-timeout", required_argument, NULL, OPT_DRAIN},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -163,13 +237,31 @@ typedef struct serve_args {
     const char *frame;
     int backlog;
     verbosity verbosity;
+    tls_cli tls;
+    uint32_t max_clients, max_per_ip;
+    sk_cidr *allow, *deny; /* --allow, --deny */
+    size_t nallow, ndeny;
 } serve_args;
+
+static void add_cidr(const char *option, const char *text, sk_cidr **list, size_t *n)
+{
+    char err[160];
+    sk_cidr c;
+    if (sk_cidr_parse(text, &c, err, sizeof err) < 0)
+        die(EXIT_USAGE, "%s: bad range '%s': %s", option, text, err);
+    sk_cidr *grown = realloc(*list, (*n + 1) * sizeof **list);
+    if (!grown)
+        die(EXIT_RUNTIME, "out of memory");
+    grown[(*n)++] = c;
+    *list = grown;
+}
 
 static void parse_args(int argc, char **argv, server *srv, serve_args *a)
 {
     srv->svc = &service_greet;
     srv->opt = (server_options){.message = "Hi from server", .max_frame = 65536,
                                 .max_queue = 1024 * 1024};
+    srv->drain_ms = 30000;
     *a = (serve_args){.address = "localhost:12345", .backlog = 4096,
                       .verbosity = VERBOSITY_NORMAL};
     opterr = 0;
@@ -183,6 +275,20 @@ static void parse_args(int argc, char **argv, server *srv, serve_args *a)
         case 'Q': srv->opt.max_queue = parse_count("--max-queue", optarg, 1024, 1u << 30); break;
         case 'i': srv->opt.idle_ms = parse_seconds_ms("--idle-timeout", optarg); break;
         case 'b': a->backlog = (int)parse_count("--backlog", optarg, 1, 1 << 20); break;
+        case 'C': a->tls.cert = optarg; break;
+        case 'K': a->tls.key = optarg; break;
+        case 'A': a->tls.ca = optarg; break;
+        case 'L': a->tls.alpn = optarg; break;
+        case 'H': srv->handshake_ms = parse_seconds_ms("--handshake-timeout", optarg); break;
+        case OPT_MAX_CLIENTS:
+            a->max_clients = (uint32_t)parse_count("--max-clients", optarg, 1, UINT32_MAX);
+            break;
+        case OPT_MAX_PER_IP:
+            a->max_per_ip = (uint32_t)parse_count("--max-per-ip", optarg, 1, UINT32_MAX);
+            break;
+        case OPT_ALLOW: add_cidr("--allow", optarg, &a->allow, &a->nallow); break;
+        case OPT_DENY: add_cidr("--deny", optarg, &a->deny, &a->ndeny); break;
+        case OPT_DRAIN: srv->drain_ms = parse_seconds_ms("--drain-timeout", optarg); break;
         case 'v': a->verbosity = VERBOSITY_VERBOSE; break;
         case 'q': a->verbosity = VERBOSITY_QUIET; break;
         case 'h': fputs(serve_usage, stdout); exit(EXIT_OK);
@@ -208,10 +314,23 @@ static void open_listener(server *srv, const serve_args *a)
     char err[256], name[SK_ADDR_STRLEN + 128];
     if (sk_addr_parse(a->address, 12345, &spec, err, sizeof err) < 0)
         die(EXIT_USAGE, "bad address '%s': %s", a->address, err);
-    if (spec.scheme == SK_SCHEME_TLS || spec.scheme == SK_SCHEME_UDP)
-        die(EXIT_USAGE, "'%s': %s is not supported yet (use tcp:// or unix:)", a->address,
-            spec.scheme == SK_SCHEME_TLS ? "tls://" : "udp://");
-    sk_listen_options lo = {.backlog = a->backlog};
+    if (spec.scheme == SK_SCHEME_UDP)
+        die(EXIT_USAGE, "'%s': udp:// is not supported yet (use tcp:// or unix:)", a->address);
+    if (spec.scheme == SK_SCHEME_TLS) {
+        serve_args quiet = *a;
+        quiet.tls.quiet = a->verbosity == VERBOSITY_QUIET;
+        tls_cli_server_ctx(&quiet.tls, &srv->tls);
+    } else if (a->tls.cert || a->tls.key || a->tls.ca || a->tls.alpn) {
+        die(EXIT_USAGE, "--cert, --key, --client-ca and --alpn need a tls:// address "
+                        "(sockit serve tls://%s ...)", a->address);
+    }
+    sk_listen_options lo = {.backlog = a->backlog, .max_conns = a->max_clients,
+                            .max_per_ip = a->max_per_ip, .allow = a->allow,
+                            .allow_count = a->nallow, .deny = a->deny, .deny_count = a->ndeny};
+    if (srv->svc == &service_greet) { /* a line a person reads; other modes just close */
+        lo.full_message = "server full\n";
+        lo.per_ip_message = "too many connections from your address\n";
+    }
     int rc = sk_listener_open_spec(srv->loop, &spec, &lo, on_accept, srv, &srv->listener);
     spec_name(&spec, name, sizeof name);
     if (rc == SK_ERR_NONAME || rc == SK_ERR_NODATA || rc == SK_ERR_DNSFAIL)
@@ -246,6 +365,10 @@ int cmd_serve(int argc, char **argv)
         die(EXIT_RUNTIME, "event loop failed: %s", sk_strerror(rc));
     sk_listener_close(srv.listener);
     sk_loop_run_once(srv.loop, 0); /* let deferred frees run */
+    sk_timer_free(srv.drain);
     sk_loop_free(srv.loop);
-    return EXIT_OK;
+    sk_tls_ctx_free(srv.tls);
+    free(a.allow);
+    free(a.deny);
+    return srv.exit_status;
 }

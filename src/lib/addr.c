@@ -228,6 +228,7 @@ static const struct {
     {"udp://", SK_SCHEME_UDP},
     {"tls://", SK_SCHEME_TLS},
     {"unix://", SK_SCHEME_UNIX},
+    {"unix-dgram://", SK_SCHEME_UNIX_DGRAM},
 };
 
 /* Takes "NAME://" off the front of *s. Text without "://", or whose part before it cannot be a
@@ -250,7 +251,8 @@ static int parse_scheme(const char **s, sk_scheme *scheme, char *err, size_t err
             return 0;
         }
     }
-    return fail(err, errlen, "unknown scheme '%s://' (use tcp://, udp://, tls:// or unix://)",
+    return fail(err, errlen, "unknown scheme '%s://' (use tcp://, udp://, tls://, unix:// or "
+                             "unix-dgram://)",
                 quote(*s, (size_t)(sep - *s)).s);
 }
 
@@ -271,8 +273,12 @@ SK_API int sk_addr_parse(const char *text, int default_port, sk_addrspec *spec, 
     int rc = parse_scheme(&s, &spec->scheme, err, errlen);
     if (rc)
         return rc;
-    if (spec->scheme == SK_SCHEME_UNIX)
+    if (spec->scheme == SK_SCHEME_UNIX || spec->scheme == SK_SCHEME_UNIX_DGRAM)
         return parse_unix(s, spec, err, errlen); /* unix:///tmp/s: the path is "/tmp/s" */
+    if (spec->scheme == SK_SCHEME_NONE && has_prefix_nocase(s, "unix-dgram:")) {
+        spec->scheme = SK_SCHEME_UNIX_DGRAM; /* unix-dgram:/tmp/s, as unix:/tmp/s */
+        return parse_unix(s + 11, spec, err, errlen);
+    }
     if (has_prefix_nocase(s, "unix:")) {
         if (spec->scheme == SK_SCHEME_NONE)
             spec->scheme = SK_SCHEME_UNIX; /* so unix:/tmp/s and unix:///tmp/s are equal */

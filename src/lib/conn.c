@@ -27,6 +27,7 @@ enum {
     F_CLOSED = 1 << 6,     /* fd closed; on_close and free are queued */
     F_ABOVE_HIGH = 1 << 7, /* the queue passed the high watermark; on_drain owed */
     F_EOF_REPORTED = 1 << 8, /* on_eof was called (or the conn closed at the FIN) */
+    F_HANDSHAKING = 1 << 9,  /* TLS handshake in progress */
 };
 
 typedef struct outq {
@@ -42,23 +43,100 @@ struct sk_conn {
     uint8_t *in;            /* a partial frame, or frames held while paused */
     uint32_t in_len, in_cap;
     outq *out;
+    sk__tls *tls;           /* NULL for plain TCP and Unix sockets */
     sk_timer *timer;
     sk__task task;          /* deferred work: deliver held frames, or finish closing */
     uint64_t last_active;
     uint32_t max_frame;
     uint32_t low, high, limit;
-    uint32_t idle_ms, linger_ms, connect_ms;
+    uint32_t idle_ms, linger_ms, connect_ms, handshake_ms;
     uint16_t flags;
     uint8_t frame_kind;
     int close_reason;
+    sk__release_fn release; /* the listener's admission count, told when the fd closes */
+    void *release_arg;
 };
 
 static const sk_conn_callbacks no_callbacks;
+
+/* ---------------------------------------------------------------- transports
+ * Plain sockets and TLS behind one table, so everything above (framing, queueing,
+ * backpressure, timeouts, half-close) is written once. recv: bytes, 0 at a clean end, -EAGAIN
+ * to wait, or a failure code. sendv: bytes taken (maybe fewer than offered), -EAGAIN, or a
+ * failure code. send_fin: half-close our direction. */
+typedef struct transport {
+    ssize_t (*recv)(sk_conn *c, void *buf, size_t len);
+    ssize_t (*sendv)(sk_conn *c, const struct iovec *iov, int iovcnt);
+    void (*send_fin)(sk_conn *c);
+} transport;
+
+static ssize_t plain_recv(sk_conn *c, void *buf, size_t len)
+{
+    ssize_t n;
+    do
+        n = recv(c->io.fd, buf, len, 0);
+    while (n < 0 && errno == EINTR);
+    return n >= 0 ? n : errno == EWOULDBLOCK ? -EAGAIN : -errno;
+}
+
+static ssize_t plain_sendv(sk_conn *c, const struct iovec *iov, int iovcnt)
+{
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+    ssize_t n;
+    do
+        n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n >= 0 ? n : errno == EWOULDBLOCK ? -EAGAIN : -errno;
+}
+
+static void plain_send_fin(sk_conn *c)
+{
+    shutdown(c->io.fd, SHUT_WR);
+}
+
+static ssize_t tls_recv(sk_conn *c, void *buf, size_t len)
+{
+    return sk__tls_read(c->tls, buf, len);
+}
+
+/* A frame's pieces (length prefix and payload, or line and newline) go out as one record when
+ * they fit: fewer records, fewer bytes, fewer packets. */
+static ssize_t tls_sendv(sk_conn *c, const struct iovec *iov, int iovcnt)
+{
+    if (iovcnt > 1) {
+        uint8_t record[16384];
+        size_t n = 0;
+        int i = 0;
+        for (; i < iovcnt && n + iov[i].iov_len <= sizeof record; i++) {
+            memcpy(record + n, iov[i].iov_base, iov[i].iov_len);
+            n += iov[i].iov_len;
+        }
+        if (i == iovcnt)
+            return sk__tls_write(c->tls, record, n);
+    }
+    /* Large: the first piece now; the caller queues the rest. */
+    return sk__tls_write(c->tls, iov[0].iov_base, iov[0].iov_len);
+}
+
+static void tls_send_fin(sk_conn *c)
+{
+    sk__tls_shutdown(c->tls); /* close_notify: TLS's own half-close */
+    shutdown(c->io.fd, SHUT_WR);
+}
+
+static const transport plain_transport = {plain_recv, plain_sendv, plain_send_fin};
+static const transport tls_transport = {tls_recv, tls_sendv, tls_send_fin};
+
+static const transport *tr(const sk_conn *c)
+{
+    return c->tls ? &tls_transport : &plain_transport;
+}
 
 static void conn_io(sk__io *io, unsigned events);
 static void conn_task(sk__task *task);
 static void finish(sk_conn *c, int reason);
 static void deliver_held(sk_conn *c);
+static void on_readable(sk_conn *c);
 
 /* ---------------------------------------------------------------- creation */
 
@@ -113,7 +191,7 @@ static void arm_timer(sk_conn *c, uint32_t period)
 
 static uint32_t current_period(const sk_conn *c)
 {
-    if (c->flags & F_CONNECTING)
+    if (c->flags & (F_CONNECTING | F_HANDSHAKING))
         return c->connect_ms;
     if (c->flags & F_CLOSING)
         return c->linger_ms;
@@ -246,6 +324,8 @@ static void update_interest(sk_conn *c)
     unsigned want = 0;
     if (c->flags & F_CONNECTING) {
         want = SK_WRITABLE;
+    } else if (c->flags & F_HANDSHAKING) {
+        want = sk__tls_wants(c->tls);
     } else {
         /* While closing we keep reading, to discard what the peer sends until its FIN. */
         bool reading = !(c->flags & F_PEER_EOF) &&
@@ -254,6 +334,9 @@ static void update_interest(sk_conn *c)
             want |= SK_READABLE;
         if (c->out)
             want |= SK_WRITABLE;
+        /* TLS may need the other direction (a record to read before a write, or the reverse). */
+        if (c->tls && (reading || c->out))
+            want |= sk__tls_wants(c->tls);
     }
     if (sk__io_update(c->loop, &c->io, want) < 0)
         finish(c, -ENOMEM);
@@ -272,9 +355,18 @@ static void finish(sk_conn *c, int reason)
     SK_TRACE(c->loop, "close fd=%d", c->io.fd);
     close(c->io.fd);
     c->io.fd = -1;
+    if (c->release)
+        c->release(c->release_arg);
+    c->release = NULL;
     if (c->timer)
         sk_timer_stop(c->timer);
     sk__defer(c->loop, &c->task);
+}
+
+void sk__conn_set_release(sk_conn *c, sk__release_fn fn, void *arg)
+{
+    c->release = fn;
+    c->release_arg = arg;
 }
 
 static void send_fin(sk_conn *c)
@@ -283,7 +375,7 @@ static void send_fin(sk_conn *c)
         return;
     c->flags |= F_SHUT_DONE;
     SK_TRACE(c->loop, "shutdown fd=%d write", c->io.fd);
-    shutdown(c->io.fd, SHUT_WR);
+    tr(c)->send_fin(c);
 }
 
 /* After the queue empties: send a wanted FIN; finish when both directions are done. */
@@ -320,7 +412,7 @@ SK_API void sk_conn_shutdown(sk_conn *c)
     if (c->flags & (F_CLOSING | F_CLOSED | F_SHUT_WANTED))
         return;
     c->flags |= F_SHUT_WANTED;
-    if (!c->out && !(c->flags & F_CONNECTING))
+    if (!c->out && !(c->flags & (F_CONNECTING | F_HANDSHAKING)))
         after_flush(c);
 }
 
@@ -346,12 +438,18 @@ static void conn_task(sk__task *task)
         if (c->cb->on_close)
             c->cb->on_close(c, c->close_reason);
         sk_timer_free(c->timer);
+        sk__tls_free(c->tls);
         free(c->in);
         free(c->out);
         free(c);
         return;
     }
     deliver_held(c); /* after sk_conn_resume_reading() */
+    /* TLS: a record decrypted but not yet read waits in OpenSSL, not in the socket, so epoll
+     * will not report it: read it now. */
+    if (c->tls && !(c->flags & (F_CLOSED | F_PAUSED | F_HANDSHAKING)) &&
+        sk__tls_pending(c->tls))
+        on_readable(c);
 }
 
 /* ---------------------------------------------------------------- output */
@@ -398,11 +496,6 @@ static int queue_bytes(sk_conn *c, const struct iovec *iov, int iovcnt, size_t s
     return 0;
 }
 
-static bool transient(int err)
-{
-    return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
-}
-
 SK_API int sk_conn_writev(sk_conn *c, const struct iovec *iov, int iovcnt)
 {
     if (c->flags & (F_CLOSED | F_CLOSING | F_SHUT_WANTED))
@@ -416,16 +509,11 @@ SK_API int sk_conn_writev(sk_conn *c, const struct iovec *iov, int iovcnt)
     if (queued + total > c->limit)
         return -ENOBUFS;
     size_t sent = 0;
-    if (!c->out && !(c->flags & F_CONNECTING)) {
-        struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-        ssize_t n;
-        do
-            n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-        while (n < 0 && errno == EINTR);
-        if (n < 0 && !transient(errno)) {
-            int err = -errno;
-            fail(c, err);
-            return err;
+    if (!c->out && !(c->flags & (F_CONNECTING | F_HANDSHAKING))) {
+        ssize_t n = tr(c)->sendv(c, iov, iovcnt);
+        if (n < 0 && n != -EAGAIN) {
+            fail(c, (int)n);
+            return (int)n;
         }
         if (n > 0) {
             sent = (size_t)n;
@@ -488,13 +576,12 @@ static void flush(sk_conn *c)
 {
     outq *q = c->out;
     while (q && q->len) {
-        ssize_t n = send(c->io.fd, q->data + q->head, q->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        struct iovec iov = {.iov_base = q->data + q->head, .iov_len = q->len};
+        ssize_t n = tr(c)->sendv(c, &iov, 1);
+        if (n == -EAGAIN)
+            break;
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (transient(errno))
-                break;
-            fail(c, -errno);
+            fail(c, (int)n);
             return;
         }
         SK_TRACE(c->loop, "send fd=%d %zd bytes", c->io.fd, n);
@@ -669,13 +756,18 @@ static void on_readable(sk_conn *c)
         fail(c, -ENOMEM); /* a held frame could not grow its buffer */
         return;
     }
-    ssize_t n;
-    do
-        n = recv(c->io.fd, buf, room, 0);
-    while (n < 0 && errno == EINTR);
+    ssize_t n = tr(c)->recv(c, buf, room);
+    if (n == -EAGAIN) {
+        if (c->tls)
+            update_interest(c); /* the read may need writability */
+        return;
+    }
     if (n < 0) {
-        if (!transient(errno))
-            fail(c, -errno);
+        /* Closing: the peer's way of ending (even without close_notify) does not matter. */
+        if (c->flags & F_CLOSING)
+            finish(c, c->close_reason);
+        else
+            fail(c, (int)n);
         return;
     }
     if (n == 0) {
@@ -700,6 +792,23 @@ static void on_readable(sk_conn *c)
     }
 }
 
+/* The conn is up (TCP connected, TLS handshake done): on_connect, then what was queued. */
+static void established(sk_conn *c)
+{
+    arm_timer(c, c->idle_ms);
+    update_interest(c);
+    if (c->cb->on_connect && !(c->flags & F_CLOSING))
+        c->cb->on_connect(c);
+    if (c->flags & F_CLOSED)
+        return;
+    if (c->out)
+        flush(c);
+    else if (c->flags & F_SHUT_WANTED)
+        after_flush(c);
+}
+
+static void handshake_step(sk_conn *c);
+
 static void on_connected(sk_conn *c)
 {
     int err = 0;
@@ -712,16 +821,37 @@ static void on_connected(sk_conn *c)
     }
     c->flags &= (uint16_t)~F_CONNECTING;
     touch(c);
-    arm_timer(c, c->idle_ms);
-    update_interest(c);
-    if (c->cb->on_connect)
-        c->cb->on_connect(c);
-    if (c->flags & F_CLOSED)
+    if (c->flags & F_HANDSHAKING) {
+        c->connect_ms = c->handshake_ms;
+        arm_timer(c, c->connect_ms);
+        handshake_step(c);
         return;
-    if (c->out)
-        flush(c);
-    else if (c->flags & F_SHUT_WANTED)
-        after_flush(c);
+    }
+    established(c);
+}
+
+static void handshake_step(sk_conn *c)
+{
+    int rc = sk__tls_handshake(c->tls);
+    if (rc < 0) {
+        finish(c, rc);
+        return;
+    }
+    if (rc == 0) {
+        update_interest(c);
+        return;
+    }
+    c->flags &= (uint16_t)~F_HANDSHAKING;
+    if (sk__log_on(c->loop, SK_LOG_TRACE)) {
+        sk_tls_info info;
+        sk__tls_info(c->tls, &info);
+        sk__log(c->loop, SK_LOG_TRACE, "tls fd=%d %s %s%s%s peer=%s %s", c->io.fd, info.version,
+                info.cipher, info.sni ? " sni=" : "", info.sni ? info.sni : "",
+                info.peer_subject[0] ? info.peer_subject : "(no certificate)",
+                info.verified ? "verified" : "unverified");
+    }
+    touch(c);
+    established(c);
 }
 
 static void conn_io(sk__io *io, unsigned events)
@@ -731,10 +861,58 @@ static void conn_io(sk__io *io, unsigned events)
         on_connected(c);
         return;
     }
+    if (c->flags & F_HANDSHAKING) {
+        handshake_step(c);
+        return;
+    }
+    if (c->tls) {
+        /* Either readiness may serve either direction in TLS: try what is wanted. */
+        if (c->out)
+            flush(c);
+        if (!(c->flags & F_CLOSED) && (c->io.events & SK_READABLE || sk__tls_wants(c->tls)))
+            on_readable(c);
+        if (!(c->flags & F_CLOSED) && sk__tls_pending(c->tls))
+            sk__defer(c->loop, &c->task);
+        return;
+    }
     if ((events & SK_WRITABLE) && c->out)
         flush(c);
     if ((events & SK_READABLE) && !(c->flags & F_CLOSED) && (c->io.events & SK_READABLE))
         on_readable(c);
+}
+
+/* ---------------------------------------------------------------- TLS */
+
+SK_API int sk_conn_start_tls(sk_conn *c, sk_tls_ctx *ctx, const char *name, uint64_t timeout_ms)
+{
+    if (c->tls || (c->flags & (F_CLOSING | F_CLOSED)))
+        return -EINVAL;
+    c->tls = sk__tls_new(ctx, c->io.fd, name);
+    if (!c->tls)
+        return -ENOMEM;
+    c->flags |= F_HANDSHAKING;
+    uint64_t ms = timeout_ms ? timeout_ms : 10000;
+    c->handshake_ms = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+    if (c->flags & F_CONNECTING)
+        return 0; /* on_connected() starts the handshake */
+    c->connect_ms = c->handshake_ms;
+    touch(c);
+    arm_timer(c, c->connect_ms);
+    update_interest(c);
+    return 0;
+}
+
+SK_API bool sk_conn_is_tls(const sk_conn *c)
+{
+    return c->tls != NULL;
+}
+
+SK_API int sk_conn_tls_info(const sk_conn *c, sk_tls_info *info)
+{
+    if (!c->tls)
+        return -EINVAL;
+    sk__tls_info(c->tls, info);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- pause, resume, queries */

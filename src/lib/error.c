@@ -55,6 +55,12 @@ SK_API const char *sk_strerror(int err)
         return "name resolution failed temporarily";
     case SK_ERR_FRAME:
         return "bad frame";
+    case SK_ERR_TLS:
+        return "TLS handshake failed";
+    case SK_ERR_TLS_VERIFY:
+        return "certificate verification failed";
+    case SK_ERR_TLS_TRUNCATED:
+        return "TLS stream truncated (the peer closed without close_notify)";
     default:
         break;
     }

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <sockit/sockit.h>
 
@@ -57,6 +58,26 @@ uint8_t *sk__loop_read_buf(sk_loop *loop);
 
 /* ---- conns made by the listener ---- */
 int sk__conn_accepted(sk_loop *loop, int fd, sk_conn **out);
+/* Called once when the conn's fd is closed: the listener's live-conn counts (admission). */
+typedef void (*sk__release_fn)(void *arg);
+void sk__conn_set_release(sk_conn *c, sk__release_fn fn, void *arg);
+/* A peer's IP as (AF_INET, 4 bytes) or (AF_INET6, 16); IPv4-mapped IPv6 counts as IPv4.
+ * false for a Unix peer (cidr.c). */
+bool sk__addr_ip(const sk_addr *addr, int *family, uint8_t ip[16]);
+
+/* ---- TLS (tls.c), used by conn.c through its transport table ---- */
+typedef struct sk__tls sk__tls;
+sk__tls *sk__tls_new(sk_tls_ctx *ctx, int fd, const char *name);
+void sk__tls_free(sk__tls *t);
+/* 1 done, 0 in progress (sk__tls_wants() says for what), or a negative code. */
+int sk__tls_handshake(sk__tls *t);
+/* Bytes, 0 at close_notify, -EAGAIN to wait (see sk__tls_wants), or a negative code. */
+ssize_t sk__tls_read(sk__tls *t, void *buf, size_t len);
+ssize_t sk__tls_write(sk__tls *t, const void *buf, size_t len);
+void sk__tls_shutdown(sk__tls *t);
+bool sk__tls_pending(const sk__tls *t);
+unsigned sk__tls_wants(const sk__tls *t);
+void sk__tls_info(const sk__tls *t, sk_tls_info *info);
 
 /* Socket helpers shared by listener and conn. */
 int sk__socket(sk_loop *loop, int family, int type);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -14,6 +15,36 @@
 #include "internal.h"
 
 #define ACCEPTS_PER_WAKEUP 64 /* then let other descriptors have a turn */
+
+/* Why a connection was not handed to on_accept (or why accepting paused): each has its own
+ * counter and its own log rate limit. */
+enum { CAUSE_FD, CAUSE_FULL, CAUSE_PER_IP, CAUSE_DENIED, NCAUSES };
+
+typedef struct admit admit;
+
+/* Live conns from one client IP. */
+typedef struct ipent {
+    struct ipent *next;
+    admit *adm;
+    uint32_t count;
+    int family;
+    uint8_t ip[16];
+} ipent;
+
+/* The live-conn counts. Conns outlive their listener, so this does too: sk_listener_close()
+ * detaches it, and the last conn's release frees it. */
+struct admit {
+    sk_listener *l; /* NULL once the listener is closed */
+    uint64_t live;
+    ipent **buckets; /* per-IP counts, only with max_per_ip */
+    size_t nbuckets, nentries;
+};
+
+typedef struct cause_log {
+    uint64_t unreported; /* refusals (or pauses) since the last log line */
+    uint64_t logged_at;  /* sk_loop_now() of the last line */
+    bool ever;
+} cause_log;
 
 struct sk_listener {
     sk__io io;
@@ -27,6 +58,17 @@ struct sk_listener {
     sk_addr addr;
     sk_listener_stats stats;
     sk__task free_task; /* freed at the end of the iteration: close is safe from on_accept */
+    /* admission control */
+    admit *adm;
+    uint32_t max_conns, max_per_ip;
+    sk_cidr *allow, *deny;
+    size_t allow_count, deny_count;
+    char *full_message, *per_ip_message;
+    /* rate-limited logging of refusals and pauses */
+    uint32_t log_interval_ms;
+    int last_fd_error;
+    cause_log logs[NCAUSES];
+    sk_timer *log_timer;
 };
 
 const char *sk__family_name(int family)
@@ -56,34 +98,287 @@ static void retry_fired(sk_timer *t, void *arg)
     watch_socket(arg);
 }
 
+/* ---------------------------------------------------------------- rate-limited log lines */
+
+static void cause_text(const sk_listener *l, int cause, char *buf, size_t len)
+{
+    switch (cause) {
+    case CAUSE_FD:
+        snprintf(buf, len, "%s; pausing new connections for %u ms each time (raise the "
+                 "open-files limit, ulimit -n, or lower the load)",
+                 sk_strerror(l->last_fd_error), l->retry_ms);
+        break;
+    case CAUSE_FULL:
+        snprintf(buf, len, "server full (%u live connections, the limit)", l->max_conns);
+        break;
+    case CAUSE_PER_IP:
+        snprintf(buf, len, "too many connections from that address (%u live, the limit per "
+                 "address)", l->max_per_ip);
+        break;
+    default:
+        snprintf(buf, len, "address not allowed by the allow / deny lists");
+        break;
+    }
+}
+
+/* One line for a cause: what happened since the last line. peer may be NULL. */
+static void log_cause(sk_listener *l, int cause, const sk_addr *peer)
+{
+    cause_log *cl = &l->logs[cause];
+    uint64_t now = sk_loop_now(l->loop);
+    uint64_t n = cl->unreported;
+    char why[256], who[SK_ADDR_STRLEN + 32] = "";
+    cause_text(l, cause, why, sizeof why);
+    if (peer) {
+        char name[SK_ADDR_STRLEN];
+        sk_addr_format(peer, name, sizeof name);
+        snprintf(who, sizeof who, n == 1 ? " from %s" : " (the last from %s)", name);
+    }
+    double secs = cl->ever ? (double)(now - cl->logged_at) / 1000.0 : 0.0;
+    if (cause == CAUSE_FD && n == 1)
+        sk__log(l->loop, SK_LOG_WARN, "accept: %s", why);
+    else if (cause == CAUSE_FD)
+        sk__log(l->loop, SK_LOG_WARN, "accept: paused %llu times in the last %.1f s: %s",
+                (unsigned long long)n, secs, why);
+    else if (n == 1)
+        sk__log(l->loop, SK_LOG_WARN, "refused a connection%s: %s", who, why);
+    else
+        sk__log(l->loop, SK_LOG_WARN, "refused %llu connections in the last %.1f s%s: %s",
+                (unsigned long long)n, secs, who, why);
+    cl->unreported = 0;
+    cl->logged_at = now;
+    cl->ever = true;
+}
+
+/* Report what was held back, for every cause whose interval has passed; re-arm for the rest. */
+static void log_timer_fired(sk_timer *t, void *arg)
+{
+    sk_listener *l = arg;
+    uint64_t now = sk_loop_now(l->loop), next = 0;
+    for (int i = 0; i < NCAUSES; i++) {
+        cause_log *cl = &l->logs[i];
+        if (!cl->unreported)
+            continue;
+        uint64_t due = cl->logged_at + l->log_interval_ms;
+        if (now >= due)
+            log_cause(l, i, NULL);
+        else if (!next || due - now < next)
+            next = due - now;
+    }
+    if (next)
+        sk_timer_start(t, next, 0);
+}
+
+/* Count one event of this cause; log it now, or hold it for the summary line. */
+static void note(sk_listener *l, int cause, const sk_addr *peer)
+{
+    cause_log *cl = &l->logs[cause];
+    cl->unreported++;
+    uint64_t now = sk_loop_now(l->loop);
+    if (!cl->ever || now >= cl->logged_at + l->log_interval_ms) {
+        log_cause(l, cause, peer);
+        return;
+    }
+    if (!l->log_timer && sk_timer_new(l->loop, log_timer_fired, l, &l->log_timer) < 0)
+        return; /* the count stays in the stats; the next refusal reports it */
+    if (!sk_timer_active(l->log_timer))
+        sk_timer_start(l->log_timer, cl->logged_at + l->log_interval_ms - now, 0);
+}
+
+/* ---------------------------------------------------------------- descriptors */
+
 static void pause_for_descriptors(sk_listener *l, int err)
 {
     l->stats.fd_pauses++;
-    sk__log(l->loop, SK_LOG_WARN,
-            "accept: %s; pausing new connections for %u ms (raise the open-files limit, "
-            "ulimit -n, or lower the load)",
-            sk_strerror(-err), l->retry_ms);
+    l->last_fd_error = err;
+    note(l, CAUSE_FD, NULL);
     if (!l->retry && sk_timer_new(l->loop, retry_fired, l, &l->retry) < 0)
         return; /* without a timer we cannot pause safely; keep trying on the next wakeup */
     sk_timer_start(l->retry, l->retry_ms, 0);
     watch_socket(l);
 }
 
+/* ---------------------------------------------------------------- admission */
+
+static size_t ip_hash(int family, const uint8_t *ip, size_t nbuckets)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)family; /* FNV-1a */
+    for (int i = 0; i < (family == AF_INET ? 4 : 16); i++)
+        h = (h ^ ip[i]) * 16777619u;
+    return h & (nbuckets - 1);
+}
+
+static ipent **ip_slot(admit *a, int family, const uint8_t *ip)
+{
+    ipent **p = &a->buckets[ip_hash(family, ip, a->nbuckets)];
+    while (*p && !((*p)->family == family &&
+                   memcmp((*p)->ip, ip, family == AF_INET ? 4 : 16) == 0))
+        p = &(*p)->next;
+    return p;
+}
+
+static void ip_grow(admit *a)
+{
+    size_t n = a->nbuckets * 2;
+    ipent **b = calloc(n, sizeof *b);
+    if (!b)
+        return; /* longer chains, still correct */
+    for (size_t i = 0; i < a->nbuckets; i++) {
+        for (ipent *e = a->buckets[i], *next; e; e = next) {
+            next = e->next;
+            size_t h = ip_hash(e->family, e->ip, n);
+            e->next = b[h];
+            b[h] = e;
+        }
+    }
+    free(a->buckets);
+    a->buckets = b;
+    a->nbuckets = n;
+}
+
+/* The entry for an address, created with count 0 if missing; NULL when out of memory. */
+static ipent *ip_get(admit *a, int family, const uint8_t *ip)
+{
+    if (!a->buckets) {
+        a->buckets = calloc(64, sizeof *a->buckets);
+        if (!a->buckets)
+            return NULL;
+        a->nbuckets = 64;
+    }
+    ipent **p = ip_slot(a, family, ip);
+    if (*p)
+        return *p;
+    ipent *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->adm = a;
+    e->family = family;
+    memcpy(e->ip, ip, family == AF_INET ? 4 : 16);
+    *p = e;
+    if (++a->nentries > a->nbuckets)
+        ip_grow(a);
+    return e;
+}
+
+static void ip_put(admit *a, ipent *e)
+{
+    if (e->count)
+        return;
+    ipent **p = ip_slot(a, e->family, e->ip);
+    *p = e->next;
+    a->nentries--;
+    free(e);
+}
+
+static void admit_free(admit *a)
+{
+    for (size_t i = 0; i < a->nbuckets; i++)
+        for (ipent *e = a->buckets[i], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    free(a->buckets);
+    free(a);
+}
+
+static void admit_release(admit *a)
+{
+    a->live--;
+    if (!a->l && a->live == 0)
+        admit_free(a);
+}
+
+/* Called by the conn when its fd is closed. */
+static void release_conn(void *arg)
+{
+    admit_release(arg);
+}
+
+static void release_ip(void *arg)
+{
+    ipent *e = arg;
+    admit *a = e->adm;
+    e->count--;
+    ip_put(a, e);
+    admit_release(a);
+}
+
+/* Accepted, but refused: say why (when there is something to say) and close. */
+static void refuse(sk_listener *l, int fd, int cause, const sk_addr *peer)
+{
+    const char *text = cause == CAUSE_FULL     ? l->full_message
+                       : cause == CAUSE_PER_IP ? l->per_ip_message
+                                               : NULL;
+    if (cause == CAUSE_FULL)
+        l->stats.refused_full++;
+    else if (cause == CAUSE_PER_IP)
+        l->stats.refused_per_ip++;
+    else
+        l->stats.refused_denied++;
+    if (text)
+        send(fd, text, strlen(text), MSG_DONTWAIT | MSG_NOSIGNAL);
+    /* Read what the client already sent (a little, without waiting): closing with unread input
+     * would send a reset, which can destroy the message before the client reads it. */
+    char sink[4096];
+    for (int i = 0; i < 4 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+        ;
+    SK_TRACE(l->loop, "close fd=%d refused", fd);
+    close(fd);
+    note(l, cause, peer);
+}
+
+/* 0 to admit, else the cause. *ent gets the peer's per-IP entry when one is kept. */
+static int admission(sk_listener *l, const sk_addr *peer, ipent **ent)
+{
+    *ent = NULL;
+    if ((l->allow_count || l->deny_count) &&
+        !sk_cidr_admit(l->allow, l->allow_count, l->deny, l->deny_count, peer))
+        return CAUSE_DENIED;
+    if (l->max_conns && l->adm->live >= l->max_conns)
+        return CAUSE_FULL;
+    int family;
+    uint8_t ip[16];
+    if (!l->max_per_ip || !sk__addr_ip(peer, &family, ip))
+        return 0;
+    ipent *e = ip_get(l->adm, family, ip);
+    if (!e)
+        return -ENOMEM;
+    if (e->count >= l->max_per_ip)
+        return CAUSE_PER_IP;
+    *ent = e;
+    return 0;
+}
+
 static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss, socklen_t len)
 {
-    if (ss->ss_family != AF_UNIX)
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    sk_addr peer = {.ss = *ss, .len = len};
     if (sk__log_on(l->loop, SK_LOG_TRACE)) {
-        sk_addr peer = {.ss = *ss, .len = len};
         char name[SK_ADDR_STRLEN];
         sk_addr_format(&peer, name, sizeof name);
         sk__log(l->loop, SK_LOG_TRACE, "accept fd=%d peer=%s", fd, name);
     }
+    ipent *ent;
+    int cause = admission(l, &peer, &ent);
+    if (cause > 0) {
+        refuse(l, fd, cause, &peer);
+        return;
+    }
+    if (ss->ss_family != AF_UNIX)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     sk_conn *c;
-    if (sk__conn_accepted(l->loop, fd, &c) < 0) {
+    if (cause < 0 || sk__conn_accepted(l->loop, fd, &c) < 0) {
         sk__log(l->loop, SK_LOG_WARN, "accept: out of memory; dropping a connection");
+        if (ent)
+            ip_put(l->adm, ent);
         close(fd);
         return;
+    }
+    l->adm->live++;
+    if (ent) {
+        ent->count++;
+        sk__conn_set_release(c, release_ip, ent);
+    } else {
+        sk__conn_set_release(c, release_conn, l->adm);
     }
     l->stats.accepted++;
     l->on_accept(l, c);
@@ -185,6 +480,43 @@ static int open_socket(sk_loop *loop, const sk_addr *addr, const sk_listen_optio
     return fd;
 }
 
+static void *dup_mem(const void *p, size_t n)
+{
+    void *d = n ? malloc(n) : NULL;
+    if (d)
+        memcpy(d, p, n);
+    return d;
+}
+
+/* The limits and lists, copied: the caller's options need not outlive the call. */
+static int copy_admission(sk_listener *l, const sk_listen_options *o)
+{
+    l->adm = calloc(1, sizeof *l->adm);
+    if (!l->adm)
+        return -ENOMEM;
+    l->adm->l = l;
+    l->max_conns = o->max_conns;
+    l->max_per_ip = o->max_per_ip;
+    l->log_interval_ms = o->log_interval_ms ? o->log_interval_ms : 1000;
+    if (o->allow_count) {
+        l->allow = dup_mem(o->allow, o->allow_count * sizeof *o->allow);
+        if (!l->allow)
+            return -ENOMEM;
+        l->allow_count = o->allow_count;
+    }
+    if (o->deny_count) {
+        l->deny = dup_mem(o->deny, o->deny_count * sizeof *o->deny);
+        if (!l->deny)
+            return -ENOMEM;
+        l->deny_count = o->deny_count;
+    }
+    if (o->full_message && !(l->full_message = strdup(o->full_message)))
+        return -ENOMEM;
+    if (o->per_ip_message && !(l->per_ip_message = strdup(o->per_ip_message)))
+        return -ENOMEM;
+    return 0;
+}
+
 SK_API int sk_listener_open(sk_loop *loop, const sk_addr *addr, const sk_listen_options *opts,
                             sk_accept_cb on_accept, void *data, sk_listener **out)
 {
@@ -203,6 +535,11 @@ SK_API int sk_listener_open(sk_loop *loop, const sk_addr *addr, const sk_listen_
     l->on_accept = on_accept;
     l->data = data;
     l->retry_ms = o->retry_ms ? o->retry_ms : 100;
+    if (copy_admission(l, o) < 0) {
+        l->io.fd = fd;
+        sk_listener_close(l);
+        return -ENOMEM;
+    }
     l->addr.len = sizeof l->addr.ss;
     getsockname(fd, (struct sockaddr *)&l->addr.ss, &l->addr.len);
     if (addr->ss.ss_family == AF_UNIX) {
@@ -274,11 +611,17 @@ SK_API void sk_listener_resume(sk_listener *l)
 SK_API void sk_listener_get_stats(const sk_listener *l, sk_listener_stats *out)
 {
     *out = l->stats;
+    out->live = l->adm ? l->adm->live : 0;
 }
 
 static void free_listener(sk__task *task)
 {
-    free((char *)task - offsetof(sk_listener, free_task));
+    sk_listener *l = (sk_listener *)((char *)task - offsetof(sk_listener, free_task));
+    free(l->allow);
+    free(l->deny);
+    free(l->full_message);
+    free(l->per_ip_message);
+    free(l);
 }
 
 SK_API void sk_listener_close(sk_listener *l)
@@ -296,6 +639,18 @@ SK_API void sk_listener_close(sk_listener *l)
     }
     sk_timer_free(l->retry);
     l->retry = NULL;
+    /* What the rate limit held back is still worth a line. */
+    for (int i = 0; i < NCAUSES; i++)
+        if (l->logs[i].unreported)
+            log_cause(l, i, NULL);
+    sk_timer_free(l->log_timer);
+    l->log_timer = NULL;
+    if (l->adm) {
+        l->adm->l = NULL; /* live conns keep it until the last one closes */
+        if (l->adm->live == 0)
+            admit_free(l->adm);
+        l->adm = NULL;
+    }
     l->free_task.fn = free_listener;
     sk__defer(l->loop, &l->free_task);
 }

@@ -121,6 +121,20 @@ TEST(addr_parse_schemes)
     CHECK(scheme_of("tls://unix:/tmp/s") == SK_SCHEME_TLS);
 }
 
+TEST(addr_parse_unix_dgram)
+{
+    CHECK(parses_to_unix("unix-dgram:/tmp/d.sock", "/tmp/d.sock"));
+    CHECK(parses_to_unix("unix-dgram:@name", "@name"));
+    CHECK(parses_to_unix("unix-dgram:///tmp/d.sock", "/tmp/d.sock"));
+    CHECK(parses_to_unix("UNIX-DGRAM:rel.sock", "rel.sock"));
+    CHECK(scheme_of("unix-dgram:/tmp/s") == SK_SCHEME_UNIX_DGRAM);
+    CHECK(scheme_of("unix-dgram:///tmp/s") == SK_SCHEME_UNIX_DGRAM);
+    CHECK(scheme_of("unix:/tmp/s") == SK_SCHEME_UNIX);
+    CHECK(refused("unix-dgram:", -1, "empty Unix socket path"));
+    CHECK(refused("unix-dgram://", -1, "empty Unix socket path"));
+    CHECK(refused("unix-dgrm://x", -1, "unix-dgram://"));
+}
+
 TEST(addr_parse_unix)
 {
     CHECK(parses_to_unix("unix:/tmp/s", "/tmp/s"));

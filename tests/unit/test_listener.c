@@ -612,3 +612,198 @@ TEST(listener_survives_fd_exhaustion)
     CHECK(r.accepted_final == FD_CLIENTS);
     CHECK(r.stats_accepted == FD_CLIENTS);
 }
+
+/* ---------------------------------------------------------------- admission control */
+
+typedef struct loglines {
+    int refused, full, per_ip, denied;
+    char last[512];
+} loglines;
+
+static void count_log(sk_loop *loop, sk_log_level level, const char *line, void *arg)
+{
+    loglines *ll = arg;
+    if (!strstr(line, "refused"))
+        return;
+    ll->refused++;
+    ll->full += strstr(line, "server full") != NULL;
+    ll->per_ip += strstr(line, "from that address") != NULL;
+    ll->denied += strstr(line, "not allowed") != NULL;
+    snprintf(ll->last, sizeof ll->last, "%s", line);
+}
+
+/* A blocking connect from a chosen loopback source address (127.0.0.0/8 is all ours). */
+static int connect_from(const char *src, const sk_addr *to)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    inet_pton(AF_INET, src, &sin.sin_addr);
+    if (bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0 ||
+        connect(fd, (const struct sockaddr *)&to->ss, to->len) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    set_nonblock(fd, true);
+    return fd;
+}
+
+/* Read what the server sent to a refused client, up to its EOF. */
+static size_t read_refusal(sk_loop *loop, int fd, char *buf, size_t len)
+{
+    int end;
+    size_t n = raw_recv(loop, fd, buf, len - 1, 5000, &end);
+    buf[n] = '\0';
+    return end == RAW_EOF ? n : (size_t)-1;
+}
+
+TEST(listener_max_conns_refuses_with_message)
+{
+    sk_loop *loop;
+    REQUIRE(sk_loop_new(&loop) == 0);
+    loglines ll = {0};
+    sk_loop_set_log(loop, SK_LOG_WARN, count_log, &ll);
+    tserver s;
+    tserver_init(&s, loop);
+    sk_listen_options o = {.max_conns = 2, .full_message = "server full\n",
+                           .log_interval_ms = 60000};
+    REQUIRE(tserver_listen(&s, NULL, &o) == 0);
+    int a = raw_connect(&s.addr), b = raw_connect(&s.addr);
+    CHECK(tserver_wait_accept(&s, 2, 5000));
+    char buf[64];
+    for (int i = 0; i < 3; i++) {
+        int c = raw_connect(&s.addr);
+        REQUIRE(c >= 0);
+        CHECK(read_refusal(loop, c, buf, sizeof buf) == 12);
+        CHECK(strcmp(buf, "server full\n") == 0);
+        close(c);
+    }
+    sk_listener_stats st;
+    sk_listener_get_stats(s.l, &st);
+    CHECK(st.accepted == 2);
+    CHECK(st.refused_full == 3);
+    CHECK(st.live == 2);
+    CHECK(s.naccepted == 2);
+    CHECK(ll.full == 1); /* three refusals, one line inside the interval */
+    /* a client leaves: its slot is free again */
+    close(a);
+    tconn_finish(loop, &s.conns[0]);
+    sk_listener_get_stats(s.l, &st);
+    CHECK(st.live == 1);
+    int c = raw_connect(&s.addr);
+    CHECK(tserver_wait_accept(&s, 3, 5000));
+    /* the held-back refusals are reported when the listener closes */
+    sk_listener_close(s.l);
+    s.l = NULL;
+    CHECK(ll.full == 2);
+    CHECK(strstr(ll.last, "refused 2 connections") != NULL);
+    close(b);
+    close(c);
+    tserver_close(&s);
+    sk_loop_free(loop);
+}
+
+TEST(listener_max_per_ip_and_deny)
+{
+    sk_loop *loop;
+    REQUIRE(sk_loop_new(&loop) == 0);
+    loglines ll = {0};
+    sk_loop_set_log(loop, SK_LOG_WARN, count_log, &ll);
+    tserver s;
+    tserver_init(&s, loop);
+    sk_cidr deny;
+    REQUIRE(sk_cidr_parse("127.0.0.3/32", &deny, NULL, 0) == 0);
+    sk_listen_options o = {.max_per_ip = 2, .per_ip_message = "busy\n", .deny = &deny,
+                           .deny_count = 1, .log_interval_ms = 60000};
+    REQUIRE(tserver_listen(&s, NULL, &o) == 0);
+    int a1 = connect_from("127.0.0.1", &s.addr), a2 = connect_from("127.0.0.1", &s.addr);
+    int b1 = connect_from("127.0.0.2", &s.addr);
+    REQUIRE(a1 >= 0 && a2 >= 0 && b1 >= 0);
+    CHECK(tserver_wait_accept(&s, 3, 5000));
+    char buf[64];
+    int a3 = connect_from("127.0.0.1", &s.addr);
+    REQUIRE(a3 >= 0);
+    CHECK(read_refusal(loop, a3, buf, sizeof buf) == 5);
+    CHECK(strcmp(buf, "busy\n") == 0);
+    int d = connect_from("127.0.0.3", &s.addr);
+    REQUIRE(d >= 0);
+    CHECK(read_refusal(loop, d, buf, sizeof buf) == 0); /* denied: closed without a word */
+    int b2 = connect_from("127.0.0.2", &s.addr); /* another address has its own count */
+    CHECK(tserver_wait_accept(&s, 4, 5000));
+    sk_listener_stats st;
+    sk_listener_get_stats(s.l, &st);
+    CHECK(st.refused_per_ip == 1);
+    CHECK(st.refused_denied == 1);
+    CHECK(st.live == 4);
+    CHECK(ll.per_ip == 1 && ll.denied == 1);
+    /* 127.0.0.1 leaves once: it may come back once */
+    close(a1);
+    tconn_finish(loop, &s.conns[0]);
+    int a4 = connect_from("127.0.0.1", &s.addr);
+    CHECK(tserver_wait_accept(&s, 5, 5000));
+    /* conns outlive the listener; their release after it is closed must be safe */
+    sk_listener_close(s.l);
+    s.l = NULL;
+    sk_loop_run_once(loop, 0);
+    int fds[] = {a2, a3, b1, d, b2, a4};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    tserver_close(&s);
+    sk_loop_free(loop);
+}
+
+TEST(listener_allow_list)
+{
+    sk_loop *loop;
+    REQUIRE(sk_loop_new(&loop) == 0);
+    tserver s;
+    tserver_init(&s, loop);
+    sk_cidr allow;
+    REQUIRE(sk_cidr_parse("127.0.0.2/32", &allow, NULL, 0) == 0);
+    sk_listen_options o = {.allow = &allow, .allow_count = 1};
+    REQUIRE(tserver_listen(&s, NULL, &o) == 0);
+    int no = connect_from("127.0.0.1", &s.addr), yes = connect_from("127.0.0.2", &s.addr);
+    REQUIRE(no >= 0 && yes >= 0);
+    char buf[16];
+    CHECK(read_refusal(loop, no, buf, sizeof buf) == 0);
+    CHECK(tserver_wait_accept(&s, 1, 5000));
+    sk_listener_stats st;
+    sk_listener_get_stats(s.l, &st);
+    CHECK(st.refused_denied == 1 && st.accepted == 1);
+    close(no);
+    close(yes);
+    tserver_close(&s);
+    sk_loop_free(loop);
+}
+
+TEST(listener_refusal_summary_after_interval)
+{
+    sk_loop *loop;
+    REQUIRE(sk_loop_new(&loop) == 0);
+    loglines ll = {0};
+    sk_loop_set_log(loop, SK_LOG_WARN, count_log, &ll);
+    tserver s;
+    tserver_init(&s, loop);
+    sk_cidr deny;
+    REQUIRE(sk_cidr_parse("127.0.0.0/8", &deny, NULL, 0) == 0);
+    sk_listen_options o = {.deny = &deny, .deny_count = 1, .log_interval_ms = 50};
+    REQUIRE(tserver_listen(&s, NULL, &o) == 0);
+    char buf[16];
+    for (int i = 0; i < 20; i++) {
+        int c = raw_connect(&s.addr);
+        REQUIRE(c >= 0);
+        CHECK(read_refusal(loop, c, buf, sizeof buf) == 0);
+        close(c);
+    }
+    run_for(loop, 200); /* the summary timer reports the rest */
+    sk_listener_stats st;
+    sk_listener_get_stats(s.l, &st);
+    CHECK(st.refused_denied == 20);
+    CHECK(ll.denied >= 2 && ll.denied <= 20);
+    CHECK(strstr(ll.last, "connections in the last") != NULL || ll.denied == 20);
+    tserver_close(&s);
+    sk_loop_free(loop);
+}

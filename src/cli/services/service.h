@@ -3,6 +3,7 @@
 #ifndef SOCKIT_SERVICE_H
 #define SOCKIT_SERVICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <sockit/sockit.h>
@@ -15,6 +16,8 @@ typedef struct client {
     server *srv;
     struct client *prev, *next;
     char name[64]; /* the peer as "127.0.0.1:50312", for messages */
+    bool stopping; /* the server is shutting down; the service finishes this client */
+    sk_timer *timer; /* the service's own use; it frees it before server_client_closed() */
 } client;
 
 typedef struct server_options {
@@ -31,6 +34,9 @@ typedef struct service {
     sk_frame_kind default_frame;
     /* A new client: set its callbacks (serve.c has set framing, limits and data). */
     void (*start)(client *cl);
+    /* The server got SIGTERM/SIGINT: finish what the client has in flight, then close it.
+     * NULL: sk_conn_close() at once (what is queued is still delivered). */
+    void (*stop)(client *cl);
 } service;
 
 /* serve.c: the service must call this from its on_close callback. */

@@ -23,8 +23,13 @@ static void on_close(sk_conn *c, int reason)
     server_client_closed(sk_conn_data(c), reason);
 }
 
+/* A client that half-closes still wants the stream (RFC 864): only its close ends it. */
+static void on_eof(sk_conn *c)
+{
+}
+
 static const sk_conn_callbacks callbacks = {
-    .on_frame = on_frame, .on_drain = fill, .on_close = on_close};
+    .on_frame = on_frame, .on_eof = on_eof, .on_drain = fill, .on_close = on_close};
 
 static void start(client *cl)
 {
