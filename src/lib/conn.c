@@ -305,7 +305,7 @@ SK_API int sk_conn_set_watermarks(sk_conn *c, size_t low, size_t high, size_t li
 SK_API int sk_conn_set_idle_timeout(sk_conn *c, uint64_t ms)
 {
     c->idle_ms = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
-    if (!(c->flags & (F_CONNECTING | F_CLOSING | F_CLOSED)))
+    if (!(c->flags & (F_CONNECTING | F_HANDSHAKING | F_CLOSING | F_CLOSED)))
         arm_timer(c, c->idle_ms);
     return 0;
 }
@@ -795,7 +795,7 @@ static void on_readable(sk_conn *c)
 /* The conn is up (TCP connected, TLS handshake done): on_connect, then what was queued. */
 static void established(sk_conn *c)
 {
-    arm_timer(c, c->idle_ms);
+    arm_timer(c, current_period(c)); /* idle, or the linger of a close made meanwhile */
     update_interest(c);
     if (c->cb->on_connect && !(c->flags & F_CLOSING))
         c->cb->on_connect(c);
