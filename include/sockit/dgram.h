@@ -48,8 +48,9 @@ typedef struct sk_dgram sk_dgram;
 #define SK_DGRAM_QUEUE_DEFAULT 256
 
 typedef struct sk_dgram_options {
-    /* Datagrams per recvmmsg/sendmmsg call: 0 means SK_DGRAM_BATCH_DEFAULT; 1 turns batching
-     * off (one recvmsg/sendmsg per datagram); at most SK_DGRAM_BATCH_MAX. */
+    /* Datagrams per recvmmsg/sendmmsg call: 0 means SK_DGRAM_BATCH_DEFAULT (fewer when
+     * max_size is over 64 KiB, so the buffers stay within 1 MiB); 1 turns batching off (one
+     * recvmsg/sendmsg per datagram); at most SK_DGRAM_BATCH_MAX. */
     unsigned batch;
     /* The longest datagram received whole; 0 means SK_DGRAM_MAX_SIZE_DEFAULT. */
     size_t max_size;

@@ -277,6 +277,7 @@ typedef struct run {
     uint64_t idle_open_ns; /* idle: how long opening took */
     proc_sample srv0, srv1;
     uint64_t nofile;
+    uint64_t open_at_end; /* connections open when the measured time ended */
 } run;
 
 static void progress_line(run *r)
@@ -322,6 +323,8 @@ static bool run_until(run *r, uint64_t deadline_ns, bool (*enough)(run *r))
         uint64_t next_line = r->last_ns + 1000000000u;
         uint64_t until = r->progress && next_line < deadline_ns ? next_line : deadline_ns;
         uint64_t ms = until > now ? (until - now + 999999) / 1000000 : 0;
+        if (ms > 50)
+            ms = 50; /* look at the counters often: every connection may be gone */
         if (wait_signal(ms)) {
             r->interrupted = true;
             return false;
@@ -399,6 +402,9 @@ static void run_bench(run *r)
         run_until(r, r->t_measure + r->args.duration_ms * 1000000u, NULL);
     if (r->args.server_pid)
         proc_sample_take(r->args.server_pid, &r->srv1);
+    totals t;
+    sum_counters(r->workers, cfg->threads, &t);
+    r->open_at_end = t.open;
     atomic_store(&bench_phase, PHASE_DONE);
     r->t_end = bench_now_ns();
     if (r->progress) {
@@ -446,9 +452,9 @@ static void compute(run *r, result *res)
         res->server_cpu_s = r->srv1.cpu_s - r->srv0.cpu_s;
         if (res->t.messages)
             res->server_cpu_us_per = res->server_cpu_s * 1e6 / (double)res->t.messages;
-        if (r->cfg.mode == BENCH_IDLE && res->t.open)
+        if (r->cfg.mode == BENCH_IDLE && r->open_at_end)
             res->rss_per_conn = ((double)r->srv1.rss_kib - (double)r->srv0.rss_kib) * 1024.0 /
-                                (double)res->t.open;
+                                (double)r->open_at_end;
     }
 }
 
@@ -511,7 +517,7 @@ static void print_json(const run *r, const result *res)
     else
         printf("null");
     printf(",\"connections_opened\":%llu,\"connections_open_at_end\":%llu",
-           (unsigned long long)res->t.opened, (unsigned long long)res->t.open);
+           (unsigned long long)res->t.opened, (unsigned long long)r->open_at_end);
     if (cfg->mode == BENCH_IDLE)
         printf(",\"open_s\":%.3f", (double)r->idle_open_ns / 1e9);
     printf(",\"client_cpu_s\":%.3f,\"nofile_limit\":%llu", res->client_cpu_s,
@@ -555,7 +561,7 @@ static void print_table(const run *r, const result *res)
                h->count ? (double)h->sum / (double)h->count : 0.0);
         break;
     case BENCH_IDLE:
-        printf("  %-12s %llu of %u, opened in %.2f s\n", "open", (unsigned long long)res->t.open,
+        printf("  %-12s %llu of %u, opened in %.2f s\n", "open", (unsigned long long)r->open_at_end,
                cfg->conns, (double)r->idle_open_ns / 1e9);
         break;
     case BENCH_BULK:
@@ -629,8 +635,8 @@ int cmd_bench(int argc, char **argv)
     compute(&r, &res);
     if (r.args.json)
         print_json(&r, &res);
-    else
-        print_table(&r, &res);
+    else if (res.t.opened > 0 || res.t.errors == 0)
+        print_table(&r, &res); /* with no connection at all, the error line says it all */
     fflush(stdout);
     int status = verdict(&r, &res);
     for (uint32_t i = 0; i < r.cfg.threads; i++)

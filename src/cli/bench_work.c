@@ -328,9 +328,7 @@ static void start_connect(wstate *ws, bconn *b);
 static void connect_frame(sk_conn *c, const void *data, size_t len)
 {
     bconn *b = sk_conn_data(c);
-    b->rx += len;
-    if (measuring())
-        ctr_add(&b->ws->w->ctr.bytes_rx, len);
+    b->rx += len; /* counted when the connection completes, with it */
 }
 
 static void connect_eof(sk_conn *c)
@@ -352,6 +350,7 @@ static void connect_close(sk_conn *c, int reason)
             uint64_t now = bench_now_ns();
             hist_record(&ws->w->hist, (now - b->start_ns) / 1000u);
             ctr_add(&ws->w->ctr.messages, 1);
+            ctr_add(&ws->w->ctr.bytes_rx, b->rx);
         }
         ctr_add(&ws->w->ctr.opened, 1);
         start_connect(ws, b);

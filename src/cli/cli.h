@@ -44,6 +44,13 @@ void tls_cli_client_ctx(const tls_cli *t, sk_tls_ctx **out);
 /* With -v: protocol, cipher, the peer's certificate and whether it was verified. */
 void tls_cli_describe(sk_conn *c, const char *who);
 
+/* Datagrams (udp.c): the udp:// and unix-dgram: addresses of serve and connect. */
+struct server_options;
+void serve_udp(sk_loop *loop, const sk_addrspec *spec, const char *mode,
+               const struct server_options *opt, verbosity v);
+bool connect_is_udp(int argc, char **argv);
+int connect_udp(int argc, char **argv);
+
 int cmd_serve(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -21,6 +21,10 @@ static const char connect_usage[] =
     "With no address and a terminal on standard input, ask for the address and port.\n"
     "At EOF on standard input, half-close (send FIN) and keep printing until the server\n"
     "closes.\n"
+    "Datagrams (udp://HOST:PORT, unix-dgram:PATH): each line of standard input is one\n"
+    "datagram (--frame raw: each read); replies are printed; after EOF, wait until each\n"
+    "datagram has had its reply, at most --timeout (default 2 s). See\n"
+    "'sockit connect udp://HOST:PORT --help'.\n"
     "\n"
     "options:\n"
     "      --timeout SECS       give up connecting after SECS (default 10)\n"
@@ -209,6 +213,13 @@ static void on_close(sk_conn *c, int reason)
             (double)st->idle_ms / 1000.0);
     else if (reason == -ECONNRESET)
         msg("connection to %s reset by peer", st->name);
+    else if ((reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) && st->tls) {
+        /* TLS 1.3: a server may refuse us (no client certificate) after our handshake ended. */
+        sk_tls_info info;
+        sk_conn_tls_info(c, &info);
+        msg("connection to %s failed: %s: %s", st->name, sk_strerror(reason),
+            info.error[0] ? info.error : "no detail");
+    }
     else if (reason < 0)
         msg("connection to %s failed: %s", st->name, sk_strerror(reason));
     st->exit_status = reason < 0 ? EXIT_RUNTIME : EXIT_OK;
@@ -339,6 +350,8 @@ int cmd_connect(int argc, char **argv)
     client_state st = {.timeout_ms = 10000};
     verbosity v = VERBOSITY_NORMAL;
     tls_cli tls = {0};
+    if (connect_is_udp(argc, argv))
+        return connect_udp(argc, argv); /* udp.c */
     opterr = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, ":vqh", long_options, NULL)) != -1) {

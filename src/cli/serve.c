@@ -15,6 +15,8 @@ static const char serve_usage[] =
     "\n"
     "Listen on ADDRESS (default localhost:12345) and serve many clients at once.\n"
     "When ready, prints 'listening on ADDR' (the real address and port) on stderr.\n"
+    "Datagrams: udp://HOST:PORT or unix-dgram:PATH serve any number of peers with echo,\n"
+    "greet or discard; --max-frame is the largest datagram (a longer one is reported).\n"
     "\n"
     "options:\n"
     "  -m, --mode MODE        greet (default): send the message and close\n"
@@ -314,8 +316,10 @@ static void open_listener(server *srv, const serve_args *a)
     char err[256], name[SK_ADDR_STRLEN + 128];
     if (sk_addr_parse(a->address, 12345, &spec, err, sizeof err) < 0)
         die(EXIT_USAGE, "bad address '%s': %s", a->address, err);
-    if (spec.scheme == SK_SCHEME_UDP)
-        die(EXIT_USAGE, "'%s': udp:// is not supported yet (use tcp:// or unix:)", a->address);
+    if (spec.scheme == SK_SCHEME_UDP || spec.scheme == SK_SCHEME_UNIX_DGRAM) {
+        serve_udp(srv->loop, &spec, srv->svc->name, &srv->opt, a->verbosity);
+        return;
+    }
     if (spec.scheme == SK_SCHEME_TLS) {
         serve_args quiet = *a;
         quiet.tls.quiet = a->verbosity == VERBOSITY_QUIET;

@@ -448,8 +448,12 @@ static void conn_task(sk__task *task)
     /* TLS: a record decrypted but not yet read waits in OpenSSL, not in the socket, so epoll
      * will not report it: read it now. */
     if (c->tls && !(c->flags & (F_CLOSED | F_PAUSED | F_HANDSHAKING)) &&
-        sk__tls_pending(c->tls))
+        sk__tls_pending(c->tls)) {
         on_readable(c);
+        /* A record larger than the room of one read: its rest is still inside OpenSSL. */
+        if (!(c->flags & F_CLOSED) && sk__tls_pending(c->tls))
+            sk__defer(c->loop, &c->task);
+    }
 }
 
 /* ---------------------------------------------------------------- output */
@@ -869,7 +873,11 @@ static void conn_io(sk__io *io, unsigned events)
         /* Either readiness may serve either direction in TLS: try what is wanted. */
         if (c->out)
             flush(c);
-        if (!(c->flags & F_CLOSED) && (c->io.events & SK_READABLE || sk__tls_wants(c->tls)))
+        /* Read only while reading is wanted: a paused conn whose write wanted writability
+         * must not deliver frames (nor read to discard unless closing). */
+        bool reading = !(c->flags & F_PEER_EOF) &&
+                       ((c->flags & F_CLOSING) || !(c->flags & F_PAUSED));
+        if (!(c->flags & F_CLOSED) && reading)
             on_readable(c);
         if (!(c->flags & F_CLOSED) && sk__tls_pending(c->tls))
             sk__defer(c->loop, &c->task);
@@ -929,7 +937,8 @@ SK_API void sk_conn_resume_reading(sk_conn *c)
         return;
     c->flags &= (uint16_t)~F_PAUSED;
     update_interest(c);
-    if (c->in_len || (c->flags & F_PEER_EOF))
+    /* TLS: bytes decrypted before the pause wait in OpenSSL, where epoll cannot see them. */
+    if (c->in_len || (c->flags & F_PEER_EOF) || (c->tls && sk__tls_pending(c->tls)))
         sk__defer(c->loop, &c->task);
 }
 

@@ -669,10 +669,12 @@ SK_API int sk_dgram_open(sk_loop *loop, const sk_addr *bind_addr, const sk_addr 
     d->data = data;
     d->family = family;
     d->task.fn = dgram_task;
-    d->batch = o->batch == 0 ? SK_DGRAM_BATCH_DEFAULT
-               : o->batch > SK_DGRAM_BATCH_MAX ? SK_DGRAM_BATCH_MAX
-                                               : o->batch;
     d->max_size = o->max_size ? o->max_size : SK_DGRAM_MAX_SIZE_DEFAULT;
+    d->batch = o->batch > SK_DGRAM_BATCH_MAX ? SK_DGRAM_BATCH_MAX : o->batch;
+    if (d->batch == 0) { /* the default batch, fewer slots when they are large: <= 1 MiB */
+        size_t fit = (1u << 20) / d->max_size;
+        d->batch = fit >= SK_DGRAM_BATCH_DEFAULT ? SK_DGRAM_BATCH_DEFAULT : fit ? (unsigned)fit : 1;
+    }
     d->max_queue = o->max_queue ? o->max_queue : SK_DGRAM_QUEUE_DEFAULT;
     if (d->max_queue < 4 * d->batch)
         d->max_queue = 4 * d->batch;

@@ -9,6 +9,9 @@
 #include <string.h>
 
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -32,6 +35,8 @@ struct sk__tls {
     unsigned wants;  /* readiness the last operation needs: SK_READABLE / SK_WRITABLE */
     bool verified;
     char error[256];
+    char names[200]; /* the peer certificate's names, noted while verifying: OpenSSL does not
+                      * keep a certificate it refused, and the error message needs them */
 };
 
 /* ---------------------------------------------------------------- errors */
@@ -160,10 +165,46 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_OK;
 }
 
-/* With a pin, the chain does not matter: accept here, compare the digest after the handshake. */
-static int accept_any(int ok, X509_STORE_CTX *store)
+static void peer_names(X509 *cert, char *buf, size_t len);
+
+/* Verification as OpenSSL does it; note the names of the certificate being checked. */
+static int note_names(int ok, X509_STORE_CTX *store)
 {
-    return 1;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    sk__tls *t = ssl ? SSL_get_app_data(ssl) : NULL;
+    X509 *cert = X509_STORE_CTX_get0_cert(store);
+    if (t && cert && !t->names[0])
+        peer_names(cert, t->names, sizeof t->names);
+    return ok;
+}
+
+static void format_digest(const X509 *cert, char *buf, size_t len);
+
+/* With a pin, the chain does not matter, only the server's own certificate: compare it here,
+ * during the handshake, so a mismatch ends it with an alert before any data is sent. */
+static int check_pin(int ok, X509_STORE_CTX *store)
+{
+    if (X509_STORE_CTX_get_error_depth(store) != 0)
+        return 1;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    sk__tls *t = ssl ? SSL_get_app_data(ssl) : NULL;
+    X509 *cert = X509_STORE_CTX_get_current_cert(store);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    if (t && cert && X509_digest(cert, EVP_sha256(), md, &n) && n == 32 &&
+        memcmp(md, t->ctx->pin, 32) == 0) {
+        X509_STORE_CTX_set_error(store, X509_V_OK); /* self-signed or expired: the pin decides */
+        return 1;
+    }
+    if (t) {
+        char got[128] = "none";
+        if (cert)
+            format_digest(cert, got, sizeof got);
+        snprintf(t->error, sizeof t->error, "the certificate does not match the pin (it is %s)",
+                 got);
+    }
+    X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REJECTED);
+    return 0;
 }
 
 static int load_files(sk_tls_ctx *ctx, const sk_tls_options *o, char *err, size_t errlen)
@@ -236,9 +277,9 @@ static int configure(sk_tls_ctx *ctx, const sk_tls_options *o, char *err, size_t
     if (o->insecure)
         SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_NONE, NULL);
     else if (ctx->has_pin)
-        SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER, accept_any);
+        SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER, check_pin);
     else
-        SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER, note_names);
     ctx->insecure = o->insecure;
     return 0;
 }
@@ -293,6 +334,88 @@ SK_API int sk_tls_ctx_fingerprint(const sk_tls_ctx *ctx, char *buf, size_t len)
     return 0;
 }
 
+/* ---------------------------------------------------------------- the socket BIO
+ * OpenSSL's own socket BIO writes with write(), which raises SIGPIPE when the peer is gone (a
+ * session ticket or close_notify sent to a client that already left). sockit promises SIGPIPE
+ * never fires, so OpenSSL gets this BIO instead: send() with MSG_NOSIGNAL, recv(). */
+
+static int bio_fd(BIO *b)
+{
+    return (int)(intptr_t)BIO_get_data(b);
+}
+
+static int bio_write(BIO *b, const char *buf, int len)
+{
+    ssize_t n;
+    BIO_clear_retry_flags(b);
+    do
+        n = send(bio_fd(b), buf, (size_t)len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static int bio_read(BIO *b, char *buf, int len)
+{
+    ssize_t n;
+    if (!buf)
+        return 0;
+    BIO_clear_retry_flags(b);
+    do
+        n = recv(bio_fd(b), buf, (size_t)len, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        BIO_set_retry_read(b);
+    else if (n == 0)
+        BIO_set_flags(b, BIO_FLAGS_IN_EOF); /* BIO_eof(): OpenSSL tells truncation by it */
+    return (int)n;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    switch (cmd) {
+    case BIO_C_GET_FD:
+        if (ptr)
+            *(int *)ptr = bio_fd(b);
+        return bio_fd(b);
+    case BIO_CTRL_EOF:
+        return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
+    case BIO_CTRL_FLUSH:
+    case BIO_CTRL_DUP:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static BIO_METHOD *bio_method;
+static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
+
+static void bio_method_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+                                 "sockit socket");
+    if (m && (!BIO_meth_set_write(m, bio_write) || !BIO_meth_set_read(m, bio_read) ||
+              !BIO_meth_set_ctrl(m, bio_ctrl))) {
+        BIO_meth_free(m);
+        m = NULL;
+    }
+    bio_method = m;
+}
+
+/* A BIO on fd (not closed with the BIO: the conn owns it), or NULL. */
+static BIO *bio_new(int fd)
+{
+    pthread_once(&bio_once, bio_method_init);
+    BIO *b = bio_method ? BIO_new(bio_method) : NULL;
+    if (b) {
+        BIO_set_data(b, (void *)(intptr_t)fd);
+        BIO_set_init(b, 1);
+    }
+    return b;
+}
+
 /* ---------------------------------------------------------------- per-connection state */
 
 static bool is_ip_literal(const char *name)
@@ -309,10 +432,14 @@ sk__tls *sk__tls_new(sk_tls_ctx *ctx, int fd, const char *name)
     t->ctx = ctx;
     t->wants = ctx->server ? SK_READABLE : SK_WRITABLE; /* wait for ClientHello, or send it */
     t->ssl = SSL_new(ctx->ssl);
-    if (!t->ssl || SSL_set_fd(t->ssl, fd) != 1 || (name && !(t->name = strdup(name)))) {
+    BIO *bio = t->ssl ? bio_new(fd) : NULL;
+    if (!bio || (name && !(t->name = strdup(name)))) {
+        BIO_free(bio);
         sk__tls_free(t);
         return NULL;
     }
+    SSL_set_bio(t->ssl, bio, bio); /* the SSL owns the BIO from here */
+    SSL_set_app_data(t->ssl, t);
     if (ctx->server) {
         SSL_set_accept_state(t->ssl);
         return t;
@@ -362,32 +489,16 @@ static void peer_names(X509 *cert, char *buf, size_t len)
     GENERAL_NAMES_free(names);
 }
 
-/* After the handshake: a pin must match exactly. */
-static int check_pin(sk__tls *t)
-{
-    X509 *cert = SSL_get0_peer_certificate(t->ssl);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned n = 0;
-    if (!cert || !X509_digest(cert, EVP_sha256(), md, &n) || n != 32 ||
-        memcmp(md, t->ctx->pin, 32) != 0) {
-        char got[128] = "none";
-        if (cert)
-            format_digest(cert, got, sizeof got);
-        snprintf(t->error, sizeof t->error, "the certificate does not match the pin (it is %s)",
-                 got);
-        return SK_ERR_TLS_VERIFY;
-    }
-    return 0;
-}
-
 static void explain_failure(sk__tls *t, int ssl_error)
 {
+    if (t->error[0]) { /* check_pin() already said why */
+        ERR_clear_error();
+        return;
+    }
     long vr = SSL_get_verify_result(t->ssl);
     if (vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-        char names[200];
-        peer_names(SSL_get0_peer_certificate(t->ssl), names, sizeof names);
         snprintf(t->error, sizeof t->error, "the certificate is for %s, not %s",
-                 names[0] ? names : "no name", t->name ? t->name : "this host");
+                 t->names[0] ? t->names : "no name", t->name ? t->name : "this host");
     } else if (vr != X509_V_OK) {
         snprintf(t->error, sizeof t->error, "certificate verify failed: %s",
                  X509_verify_cert_error_string(vr));
@@ -440,14 +551,9 @@ int sk__tls_handshake(sk__tls *t)
     int ret = SSL_do_handshake(t->ssl);
     if (ret == 1) {
         t->wants = 0;
-        if (!t->ctx->server && t->ctx->has_pin) {
-            if (check_pin(t) < 0)
-                return SK_ERR_TLS_VERIFY;
-            t->verified = true; /* exactly the certificate we were told to expect */
-            return 1;
-        }
+        /* With a pin, check_pin() accepted exactly the certificate we expect. */
         t->verified = !t->ctx->insecure && SSL_get_verify_result(t->ssl) == X509_V_OK &&
-                      (t->ctx->has_pin || SSL_get0_peer_certificate(t->ssl) != NULL);
+                      SSL_get0_peer_certificate(t->ssl) != NULL;
         return 1;
     }
     int rc = ssl_wait_or_fail(t, ret, true);
