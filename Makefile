@@ -37,7 +37,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 EXAMPLES := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all test check unit e2e demo install uninstall clean fuzz examples fuzz-smoke
+.PHONY: all test check unit e2e demo install uninstall clean fuzz examples fuzz-smoke bench
 all: $(BUILD)/libsockit.a $(BUILD)/libsockit.so $(BUILD)/sockit examples
 
 $(BUILD)/%.o: %.c $(wildcard include/sockit/*.h src/lib/*.h src/cli/*.h tests/unit/*.h)
@@ -75,6 +75,11 @@ check:
 
 demo: all
 	BUILD=$(BUILD) tests/demo
+
+# sockit beside its peers (minimal epoll, libuv, libevent, socat, ncat, iperf3), ~6 minutes;
+# installs missing Debian packages when root. Writes bench/results/ (see bench/run).
+bench: all
+	BUILD=$(BUILD) bench/run
 
 # libFuzzer targets (fuzz/fuzz_*.c), built with clang and ASan + UBSan into build/fuzz/.
 # fuzz-smoke runs each for FUZZ_TIME seconds on a copy of its seed corpus (fuzz/corpus/NAME).

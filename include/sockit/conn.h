@@ -86,6 +86,10 @@ size_t sk_conn_queued(const sk_conn *c);
 /* False while the queue is above the high watermark (until on_drain). */
 bool sk_conn_writable(const sk_conn *c);
 
+/* True while input waits to be read: in the socket, or already decrypted inside TLS. A server
+ * that stops gracefully closes a conn once this is false and the conn is writable. */
+bool sk_conn_input_pending(const sk_conn *c);
+
 /* Stop and restart reading (input backpressure). Frames already read wait in the conn. */
 void sk_conn_pause_reading(sk_conn *c);
 void sk_conn_resume_reading(sk_conn *c);

@@ -20,7 +20,8 @@
 static const char bench_usage[] =
     "usage: sockit bench ADDRESS [options]\n"
     "\n"
-    "Load a server at ADDRESS and measure it: throughput, latency percentiles, errors.\n"
+    "Load a server at ADDRESS (HOST:PORT, tls://HOST:PORT or unix:PATH) and measure it:\n"
+    "throughput, latency percentiles, errors.\n"
     "\n"
     "modes (-m):\n"
     "  echo      (default) C connections, each with D messages of S bytes in flight; every\n"
@@ -43,6 +44,9 @@ static const char bench_usage[] =
     "      --direction DIR    bulk: send (default, to a discard server), recv (from a\n"
     "                         source server) or both (to an echo server)\n"
     "      --timeout SECS     give up on a connect after SECS (default 5)\n"
+    "      --ca FILE          tls://: trust these CAs instead of the system's\n"
+    "      --pin sha256:HEX   tls://: accept exactly the certificate with this fingerprint\n"
+    "      --insecure         tls://: accept any certificate\n"
     "      --server-pid PID   also measure that server: CPU time (its whole process tree)\n"
     "                         per message or connection, and memory (RSS)\n"
     "      --json             print one JSON object instead of the table\n"
@@ -59,6 +63,7 @@ typedef struct bench_args {
     int server_pid;
     uint64_t duration_ms, warmup_ms;
     bool conns_set, size_set, warmup_set, dir_set;
+    tls_cli tls;
 } bench_args;
 
 static const struct option long_options[] = {
@@ -73,6 +78,9 @@ static const struct option long_options[] = {
     {"direction", required_argument, NULL, 'D'},
     {"timeout", required_argument, NULL, 'o'},
     {"server-pid", required_argument, NULL, 'P'},
+    {"ca", required_argument, NULL, 'C'},
+    {"pin", required_argument, NULL, 'N'},
+    {"insecure", no_argument, NULL, 'k'},
     {"json", no_argument, NULL, 'j'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -156,6 +164,9 @@ static void parse_args(int argc, char **argv, bench_config *cfg, bench_args *a)
             break;
         case 'o': cfg->timeout_ms = parse_seconds_ms("--timeout", optarg); break;
         case 'P': a->server_pid = (int)parse_count("--server-pid", optarg, 1, 1 << 30); break;
+        case 'C': a->tls.ca = optarg; break;
+        case 'N': a->tls.pin = optarg; break;
+        case 'k': a->tls.insecure = true; break;
         case 'j': a->json = true; break;
         case 'q': a->quiet = true; break;
         case 'h': fputs(bench_usage, stdout); exit(EXIT_OK);
@@ -181,15 +192,22 @@ static void parse_args(int argc, char **argv, bench_config *cfg, bench_args *a)
     check_options(cfg, a, depth_set);
 }
 
-static void resolve(bench_config *cfg, const char *text)
+static void resolve(bench_config *cfg, const char *text, const tls_cli *tls)
 {
     sk_addrspec spec;
     char err[256];
     if (sk_addr_parse(text, -1, &spec, err, sizeof err) < 0)
         die(EXIT_USAGE, "bad address '%s': %s", text, err);
-    if (spec.scheme == SK_SCHEME_TLS || spec.scheme == SK_SCHEME_UDP)
-        die(EXIT_USAGE, "'%s': %s is not supported by bench yet (use tcp:// or unix:)", text,
-            spec.scheme == SK_SCHEME_TLS ? "tls://" : "udp://");
+    if (spec.scheme == SK_SCHEME_UDP)
+        die(EXIT_USAGE, "'%s': udp:// is not supported by bench yet (use tcp://, tls:// or "
+                        "unix:)", text);
+    if (spec.scheme == SK_SCHEME_TLS) {
+        tls_cli_client_ctx(tls, &cfg->tls);
+        snprintf(cfg->tls_name, sizeof cfg->tls_name, "%s", spec.host[0] ? spec.host : "localhost");
+    } else if (tls->ca || tls->pin || tls->insecure) {
+        die(EXIT_USAGE, "--ca, --pin and --insecure need a tls:// address (sockit bench "
+                        "tls://%s ...)", text);
+    }
     if (!spec.is_unix && spec.host[0] == '\0')
         snprintf(spec.host, sizeof spec.host, "localhost");
     if (!spec.is_unix && spec.port == 0)
@@ -198,7 +216,9 @@ static void resolve(bench_config *cfg, const char *text)
     if (n < 0)
         die(EXIT_RUNTIME, "cannot resolve '%s': %s%s", spec.host, sk_strerror(n),
             hint_for(n, false, 0));
-    sk_addr_format(&cfg->addr, cfg->name, sizeof cfg->name);
+    char shown[SK_ADDR_STRLEN];
+    sk_addr_format(&cfg->addr, shown, sizeof shown);
+    snprintf(cfg->name, sizeof cfg->name, "%s%s", cfg->tls ? "tls://" : "", shown);
 }
 
 /* Every connection needs a descriptor: raise the soft limit, and the hard one when allowed. */
@@ -620,7 +640,7 @@ int cmd_bench(int argc, char **argv)
 {
     run r = {0};
     parse_args(argc, argv, &r.cfg, &r.args);
-    resolve(&r.cfg, r.args.address);
+    resolve(&r.cfg, r.args.address, &r.args.tls);
     uint64_t want = (uint64_t)r.cfg.conns + 64;
     r.nofile = raise_fd_limit(want);
     if (r.nofile < want)
@@ -642,5 +662,6 @@ int cmd_bench(int argc, char **argv)
     for (uint32_t i = 0; i < r.cfg.threads; i++)
         sk_loop_free(r.workers[i].loop);
     free(r.workers);
+    sk_tls_ctx_free(r.cfg.tls);
     return status;
 }

@@ -35,12 +35,14 @@ uint64_t hist_percentile(const bench_hist *h, double p);
 typedef struct bench_config {
     bench_mode mode;
     sk_addr addr;
-    char name[SK_ADDR_STRLEN];
+    char name[SK_ADDR_STRLEN + 8]; /* with "tls://" in front for TLS */
     uint32_t conns, depth, threads;
     size_t size;
     int bulk_dir;
     uint64_t rate;       /* messages per second in total; 0: as fast as replies come */
     uint64_t timeout_ms; /* connect timeout */
+    sk_tls_ctx *tls;     /* tls:// addresses; NULL for plain TCP and Unix */
+    char tls_name[256];  /* the name verified and sent as SNI */
 } bench_config;
 
 /* ---- the run's phase, set by the main thread, read by every worker ---- */

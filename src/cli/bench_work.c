@@ -112,6 +112,14 @@ static int write_stream(bconn *b, uint64_t n)
     return 0;
 }
 
+/* TLS on a conn just begun: on_connect then comes after the handshake. */
+static void start_tls(wstate *ws, bconn *b)
+{
+    const bench_config *cfg = ws->cfg;
+    if (sk_conn_start_tls(b->c, cfg->tls, cfg->tls_name, cfg->timeout_ms) < 0)
+        sk_conn_abort(b->c); /* on_close follows, and counts the error */
+}
+
 /* ---------------------------------------------------------------- echo */
 
 /* Send as many messages as depth (and, with --rate, the schedule) allows. */
@@ -305,6 +313,8 @@ static void start_stream(wstate *ws, bconn *b)
     const sk_conn_callbacks *cb = ws->cfg->mode == BENCH_BULK ? &bulk_callbacks : &echo_callbacks;
     b->tx = b->rx = 0;
     int rc = sk_conn_connect(ws->w->loop, &ws->cfg->addr, ws->cfg->timeout_ms, cb, b, &b->c);
+    if (rc == 0 && ws->cfg->tls)
+        start_tls(ws, b);
     if (rc < 0) {
         b->c = NULL;
         note_error(ws, rc);
@@ -377,6 +387,8 @@ static void start_connect(wstate *ws, bconn *b)
     b->start_ns = bench_now_ns();
     int rc = sk_conn_connect(ws->w->loop, &ws->cfg->addr, ws->cfg->timeout_ms,
                              &connect_callbacks, b, &b->c);
+    if (rc == 0 && ws->cfg->tls)
+        start_tls(ws, b);
     if (rc < 0) {
         b->c = NULL;
         note_error(ws, rc);

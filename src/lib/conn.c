@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -940,6 +941,16 @@ SK_API void sk_conn_resume_reading(sk_conn *c)
     /* TLS: bytes decrypted before the pause wait in OpenSSL, where epoll cannot see them. */
     if (c->in_len || (c->flags & F_PEER_EOF) || (c->tls && sk__tls_pending(c->tls)))
         sk__defer(c->loop, &c->task);
+}
+
+SK_API bool sk_conn_input_pending(const sk_conn *c)
+{
+    int unread = 0;
+    if (c->flags & F_CLOSED)
+        return false;
+    if (c->tls && sk__tls_pending(c->tls))
+        return true;
+    return ioctl(c->io.fd, FIONREAD, &unread) == 0 && unread > 0;
 }
 
 SK_API int sk_conn_peer_addr(const sk_conn *c, sk_addr *out)

@@ -130,6 +130,15 @@ class BenchTests(SockitTestCase):
         self.assertGreater(out["messages"], 0)
         self.assertEqual(out["mismatches"], 0)
 
+    def test_echo_over_tls(self):
+        srv = self.serve("--mode", "echo", address="tls://127.0.0.1:0")
+        out = self.bench_json("tls://" + srv.address, "--insecure", "-c", "2", "-d", "2",
+                              *SHORT)
+        self.assertTrue(out["address"].startswith("tls://"))
+        self.assertGreater(out["messages"], 0)
+        self.assertEqual(out["mismatches"], 0)
+        self.assertEqual(out["errors"], 0)
+
     def test_echo_table_on_stdout(self):
         srv = self.serve("--mode", "echo")
         r = self.bench(srv.address, "-c", "2", *SHORT)
@@ -240,6 +249,8 @@ class BenchTests(SockitTestCase):
             ["127.0.0.1:9", "--direction", "send"],
             ["127.0.0.1:9", "--threads", "4", "-c", "2"],
             ["127.0.0.1:9", "--no-such-option"],
+            ["127.0.0.1:9", "--insecure"],
+            ["udp://127.0.0.1:9"],
             ["127.0.0.1:9", "-c"],
             ["127.0.0.1:9", "extra"],
             ["127.0.0.1:0"],

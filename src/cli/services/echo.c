@@ -8,14 +8,11 @@
  * check runs from a timer, never inside on_frame: more frames of the same read may follow, and
  * frames held while paused are delivered after on_drain returns. A partial frame (a line
  * without its newline yet) is dropped at the close. */
-#include <sys/ioctl.h>
-
 #include "service.h"
 
 static bool caught_up(sk_conn *c)
 {
-    int unread = 0;
-    return sk_conn_writable(c) && ioctl(sk_conn_fd(c), FIONREAD, &unread) == 0 && unread == 0;
+    return sk_conn_writable(c) && !sk_conn_input_pending(c);
 }
 
 static void check_fired(sk_timer *t, void *arg)
