@@ -1,0 +1,61 @@
+/* What the two halves of a conn share: conn.c (life cycle, timers, TLS set-up, callbacks) and
+ * conn_io.c (the transports, the output queue, reading and framing). Private to the library. */
+#ifndef SOCKIT_CONN_INTERNAL_H
+#define SOCKIT_CONN_INTERNAL_H
+
+#include "internal.h"
+
+enum {
+    F_CONNECTING = 1 << 0, /* connect() in progress */
+    F_PAUSED = 1 << 1,     /* the user paused reading */
+    F_PEER_EOF = 1 << 2,   /* the peer's FIN arrived */
+    F_SHUT_WANTED = 1 << 3, /* sk_conn_shutdown(): send FIN once the queue is empty */
+    F_SHUT_DONE = 1 << 4,  /* our FIN is sent */
+    F_CLOSING = 1 << 5,    /* sk_conn_close(): flush, FIN, linger; no more user callbacks */
+    F_CLOSED = 1 << 6,     /* fd closed; on_close and free are queued */
+    F_ABOVE_HIGH = 1 << 7, /* the queue passed the high watermark; on_drain owed */
+    F_EOF_REPORTED = 1 << 8, /* on_eof was called (or the conn closed at the FIN) */
+    F_HANDSHAKING = 1 << 9,  /* TLS handshake in progress */
+};
+
+typedef struct outq {
+    size_t head, len, cap; /* bytes data[head .. head+len) wait for the kernel */
+    uint8_t data[];
+} outq;
+
+struct sk_conn {
+    sk__io io;
+    sk_loop *loop;
+    const sk_conn_callbacks *cb;
+    void *data;
+    uint8_t *in;            /* a partial frame, or frames held while paused */
+    uint32_t in_len, in_cap;
+    outq *out;
+    sk__tls *tls;           /* NULL for plain TCP and Unix sockets */
+    sk_timer *timer;
+    sk__task task;          /* deferred work: deliver held frames, or finish closing */
+    uint64_t last_active;
+    uint32_t max_frame;
+    uint32_t low, high, limit;
+    uint32_t idle_ms, linger_ms, connect_ms, handshake_ms;
+    uint16_t flags;
+    uint8_t frame_kind;
+    int close_reason;
+    sk__release_fn release; /* the listener's admission count, told when the fd closes */
+    void *release_arg;
+};
+
+/* conn.c */
+void sk__conn_touch(sk_conn *c);            /* progress: push the idle or linger deadline */
+void sk__conn_update_interest(sk_conn *c);  /* tell the loop what the conn waits for now */
+void sk__conn_finish(sk_conn *c, int reason); /* close the fd now; on_close at iteration end */
+void sk__conn_fail(sk_conn *c, int reason); /* finish, keeping a reason of ours if we had one */
+void sk__conn_after_flush(sk_conn *c);      /* the queue is empty: FIN, or finish, if due */
+
+/* conn_io.c */
+void sk__conn_send_fin(sk_conn *c);
+void sk__conn_flush(sk_conn *c);
+void sk__conn_on_readable(sk_conn *c);
+void sk__conn_deliver_held(sk_conn *c);
+
+#endif
