@@ -20,6 +20,10 @@ const char *hint_for(int err, bool is_unix, unsigned port);
 /* The address as the user meant it: "127.0.0.1:80", "[::1]:80", "unix:/path". */
 void spec_name(const sk_addrspec *spec, char *buf, size_t len);
 
+/* Write all of data to standard output, waiting if it is non-blocking. A reader that went away
+ * (sockit connect | head) ends the program quietly with status 0. */
+void write_stdout(const void *data, size_t len);
+
 /* Parse option values; on bad input they exit with status 2 and a message naming option. */
 uint64_t parse_count(const char *option, const char *text, uint64_t min, uint64_t max);
 /* Seconds, with a fraction allowed ("0.5"); returns milliseconds. */

@@ -1,6 +1,8 @@
 /* Messages, hints and option parsing shared by the commands. */
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,25 +10,50 @@
 
 #include "cli.h"
 
-void msg(const char *fmt, ...)
+__attribute__((format(printf, 1, 0))) static void vmsg(const char *fmt, va_list ap)
 {
     char line[1024];
+    vsnprintf(line, sizeof line, fmt, ap);
+    fprintf(stderr, "sockit: %s\n", line); /* one write: lines from two processes never mix */
+}
+
+void msg(const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vmsg(fmt, ap);
     va_end(ap);
-    fprintf(stderr, "sockit: %s\n", line);
 }
 
 _Noreturn void die(int status, const char *fmt, ...)
 {
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vmsg(fmt, ap);
     va_end(ap);
-    fprintf(stderr, "sockit: %s\n", line);
     exit(status);
+}
+
+void write_stdout(const void *data, size_t len)
+{
+    const char *p = data;
+    while (len) {
+        ssize_t n = write(STDOUT_FILENO, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            struct pollfd pfd = {.fd = STDOUT_FILENO, .events = POLLOUT};
+            poll(&pfd, 1, -1);
+            continue;
+        }
+        if (n < 0) {
+            if (errno != EPIPE)
+                msg("cannot write to standard output: %s", strerror(errno));
+            exit(errno == EPIPE ? EXIT_OK : EXIT_RUNTIME);
+        }
+        p += n;
+        len -= (size_t)n;
+    }
 }
 
 void spec_name(const sk_addrspec *spec, char *buf, size_t len)

@@ -68,29 +68,6 @@ typedef struct client_state {
 
 static void try_next(client_state *st);
 
-static void write_stdout(client_state *st, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len) {
-        ssize_t n = write(STDOUT_FILENO, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            struct pollfd pfd = {.fd = STDOUT_FILENO, .events = POLLOUT};
-            poll(&pfd, 1, -1);
-            continue;
-        }
-        if (n < 0) {
-            /* The reader of our output went away (| head): nothing left worth doing. */
-            if (errno != EPIPE)
-                msg("cannot write to standard output: %s", strerror(errno));
-            exit(errno == EPIPE ? EXIT_OK : EXIT_RUNTIME);
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-}
-
 static void stdin_interest(client_state *st);
 
 /* Read one chunk of standard input into the connection. */
@@ -178,7 +155,7 @@ static void on_connect(sk_conn *c)
 
 static void on_frame(sk_conn *c, const void *data, size_t len)
 {
-    write_stdout(sk_conn_data(c), data, len);
+    write_stdout(data, len);
 }
 
 static void on_eof(sk_conn *c)

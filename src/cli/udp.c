@@ -237,28 +237,6 @@ static void finish(udp_client *c, int status)
     sk_loop_stop(c->loop);
 }
 
-static void write_stdout(const void *data, size_t len)
-{
-    const char *p = data;
-    while (len) {
-        ssize_t n = write(STDOUT_FILENO, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            struct pollfd pfd = {.fd = STDOUT_FILENO, .events = POLLOUT};
-            poll(&pfd, 1, -1);
-            continue;
-        }
-        if (n < 0) {
-            if (errno != EPIPE)
-                msg("cannot write to standard output: %s", strerror(errno));
-            exit(errno == EPIPE ? EXIT_OK : EXIT_RUNTIME);
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-}
-
 static void stdin_interest(udp_client *c);
 
 /* Done when standard input is sent and every datagram has had its reply. */

@@ -17,7 +17,7 @@
 #include <sockit/addr.h>
 #include <sockit/error.h>
 
-#include "api.h"
+#include "internal.h"
 
 #define EMPTY_HELP "write HOST:PORT, [IPV6]:PORT, :PORT or unix:PATH"
 #define RANGE_HELP "use 1-65535, or 0 for any free port"
@@ -26,18 +26,6 @@
 #define QUOTE_MAX 48
 
 /* ---- error text ---- */
-
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
-                                                      ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -EINVAL;
-}
 
 /* A printable, bounded copy of s[0..n) for quoting in an error: input is untrusted and may hold
  * control bytes or be very long. */
@@ -81,17 +69,20 @@ static int parse_port(const char *s, uint16_t *port, const char *before, char *e
 {
     size_t n = strlen(s);
     if (n == 0)
-        return fail(err, errlen, "missing port after '%s:' (write %s:PORT, with PORT 1-65535)",
-                    quote(before, strlen(before)).s, quote(before, strlen(before)).s);
+        return sk__fail_text(err, errlen,
+                             "missing port after '%s:' (write %s:PORT, with PORT 1-65535)",
+                             quote(before, strlen(before)).s, quote(before, strlen(before)).s);
     if (s[0] == '-' && all_digits(s + 1))
-        return fail(err, errlen, "port %s is out of range (" RANGE_HELP ")", quote(s, n).s);
+        return sk__fail_text(err, errlen, "port %s is out of range (" RANGE_HELP ")",
+                             quote(s, n).s);
     if (!all_digits(s))
-        return fail(err, errlen, "port '%s' is not a number (use 1-65535)", quote(s, n).s);
+        return sk__fail_text(err, errlen, "port '%s' is not a number (use 1-65535)", quote(s, n).s);
     unsigned long value = 0;
     for (const char *p = s; *p && value <= 65535; p++)
         value = value * 10 + (unsigned long)(*p - '0');
     if (value > 65535)
-        return fail(err, errlen, "port %s is out of range (" RANGE_HELP ")", quote(s, n).s);
+        return sk__fail_text(err, errlen, "port %s is out of range (" RANGE_HELP ")",
+                             quote(s, n).s);
     *port = (uint16_t)value;
     return 0;
 }
@@ -101,7 +92,7 @@ static int use_default_port(int default_port, uint16_t *port, const char *host, 
 {
     if (default_port < 0) {
         quoted q = quote(host, strlen(host));
-        return fail(err, errlen, "missing port in '%s' (write %s:PORT)", q.s, q.s);
+        return sk__fail_text(err, errlen, "missing port in '%s' (write %s:PORT)", q.s, q.s);
     }
     *port = (uint16_t)default_port;
     return 0;
@@ -112,16 +103,19 @@ static int parse_unix(const char *s, sk_addrspec *spec, char *err, size_t errlen
 {
     size_t n = strlen(s);
     if (n == 0)
-        return fail(err, errlen, "empty Unix socket path (write unix:/path/to/socket or "
-                                 "unix:@NAME)");
+        return sk__fail_text(err, errlen,
+                             "empty Unix socket path (write unix:/path/to/socket or "
+                             "unix:@NAME)");
     if (s[0] == '@' && n == 1)
-        return fail(err, errlen, "empty abstract socket name after '@' (write unix:@NAME)");
+        return sk__fail_text(err, errlen,
+                             "empty abstract socket name after '@' (write unix:@NAME)");
     if (s[0] == '@' && n >= sizeof spec->path)
-        return fail(err, errlen, "abstract socket name too long (at most %zu bytes after '@')",
-                    sizeof spec->path - 2);
+        return sk__fail_text(err, errlen,
+                             "abstract socket name too long (at most %zu bytes after '@')",
+                             sizeof spec->path - 2);
     if (n >= sizeof spec->path)
-        return fail(err, errlen, "Unix socket path too long (at most %zu bytes)",
-                    sizeof spec->path - 1);
+        return sk__fail_text(err, errlen, "Unix socket path too long (at most %zu bytes)",
+                             sizeof spec->path - 1);
     memcpy(spec->path, s, n + 1);
     spec->is_unix = true;
     return 0;
@@ -131,19 +125,21 @@ static int parse_unix(const char *s, sk_addrspec *spec, char *err, size_t errlen
 static int check_host(const char *host, size_t n, char *err, size_t errlen)
 {
     if (n >= sizeof(((sk_addrspec *)0)->host))
-        return fail(err, errlen, "host name too long (%zu characters; at most 255)", n);
+        return sk__fail_text(err, errlen, "host name too long (%zu characters; at most 255)", n);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)host[i];
         if (c > 0x20 && c != 0x7f && !strchr("/[]@%", c))
             continue;
         quoted q = quote(host, n);
         if (c == ' ')
-            return fail(err, errlen, "host name '%s' contains a space", q.s);
+            return sk__fail_text(err, errlen, "host name '%s' contains a space", q.s);
         if (c <= 0x20 || c == 0x7f)
-            return fail(err, errlen, "host name '%s' contains control character 0x%02x", q.s,
-                        c);
-        return fail(err, errlen, "host name '%s' contains '%c' (write HOST:PORT, e.g. "
-                                 "localhost:8080)", q.s, c);
+            return sk__fail_text(err, errlen, "host name '%s' contains control character 0x%02x",
+                                 q.s, c);
+        return sk__fail_text(err, errlen,
+                             "host name '%s' contains '%c' (write HOST:PORT, e.g. "
+                             "localhost:8080)",
+                             q.s, c);
     }
     return 0;
 }
@@ -155,37 +151,43 @@ static int parse_bracketed(const char *s, int default_port, sk_addrspec *spec, c
     const char *close = strchr(s, ']');
     if (!close) {
         quoted q = quote(s, strlen(s));
-        return fail(err, errlen, "missing ']' after IPv6 address '%s' (write it as %s]:PORT)",
-                    q.s, q.s);
+        return sk__fail_text(
+            err, errlen, "missing ']' after IPv6 address '%s' (write it as %s]:PORT)", q.s, q.s);
     }
     const char *inner = s + 1;
     size_t n = (size_t)(close - inner);
     quoted q = quote(s, (size_t)(close - s) + 1);
     if (n == 0)
-        return fail(err, errlen, "empty IPv6 address '[]' (write it as e.g. [::1]:PORT)");
+        return sk__fail_text(err, errlen, "empty IPv6 address '[]' (write it as e.g. [::1]:PORT)");
     const char *pct = memchr(inner, '%', n);
     size_t ip_len = pct ? (size_t)(pct - inner) : n;
     char ip[INET6_ADDRSTRLEN];
     struct in6_addr unused;
     if (ip_len >= sizeof ip)
-        return fail(err, errlen, "'%s' is not an IPv6 address (too long)", q.s);
+        return sk__fail_text(err, errlen, "'%s' is not an IPv6 address (too long)", q.s);
     memcpy(ip, inner, ip_len);
     ip[ip_len] = '\0';
     if (inet_pton(AF_INET6, ip, &unused) != 1)
-        return fail(err, errlen, "'%s' is not an IPv6 address (brackets are only for IPv6, "
-                                 "e.g. [::1]:PORT)", q.s);
+        return sk__fail_text(err, errlen,
+                             "'%s' is not an IPv6 address (brackets are only for IPv6, "
+                             "e.g. [::1]:PORT)",
+                             q.s);
     if (pct) {
         size_t zone_len = n - ip_len - 1;
         if (zone_len == 0)
-            return fail(err, errlen, "empty zone after '%%' in '%s' (write e.g. "
-                                     "[fe80::1%%eth0]:PORT)", q.s);
+            return sk__fail_text(err, errlen,
+                                 "empty zone after '%%' in '%s' (write e.g. "
+                                 "[fe80::1%%eth0]:PORT)",
+                                 q.s);
         if (zone_len >= IF_NAMESIZE)
-            return fail(err, errlen, "zone in '%s' is too long (an interface name has at most "
-                                     "%d characters)", q.s, IF_NAMESIZE - 1);
+            return sk__fail_text(err, errlen,
+                                 "zone in '%s' is too long (an interface name has at most "
+                                 "%d characters)",
+                                 q.s, IF_NAMESIZE - 1);
         for (const char *z = pct + 1; z < close; z++)
             if ((unsigned char)*z <= 0x20 || *z == 0x7f || *z == '/' || *z == '[')
-                return fail(err, errlen, "zone in '%s' is not an interface name or number",
-                            q.s);
+                return sk__fail_text(err, errlen, "zone in '%s' is not an interface name or number",
+                                     q.s);
     }
     memcpy(spec->host, inner, n); /* n <= 45 + 1 + 15, well within host[] */
     spec->host[n] = '\0';
@@ -194,7 +196,8 @@ static int parse_bracketed(const char *s, int default_port, sk_addrspec *spec, c
         return use_default_port(default_port, &spec->port, q.s, err, errlen);
     if (*after != ':') {
         quoted a = quote(after, strlen(after));
-        return fail(err, errlen, "unexpected '%s' after '%s' (write [IPV6]:PORT)", a.s, q.s);
+        return sk__fail_text(err, errlen, "unexpected '%s' after '%s' (write [IPV6]:PORT)", a.s,
+                             q.s);
     }
     return parse_port(after + 1, &spec->port, q.s, err, errlen);
 }
@@ -205,8 +208,10 @@ static int parse_host_port(const char *s, int default_port, sk_addrspec *spec, c
 {
     const char *colon = strchr(s, ':');
     if (colon && strchr(colon + 1, ':'))
-        return fail(err, errlen, "'%s' has more than one ':'; an IPv6 address needs brackets: "
-                                 "[2001:db8::1]:PORT", quote(s, strlen(s)).s);
+        return sk__fail_text(err, errlen,
+                             "'%s' has more than one ':'; an IPv6 address needs brackets: "
+                             "[2001:db8::1]:PORT",
+                             quote(s, strlen(s)).s);
     if (!colon && all_digits(s))
         return parse_port(s, &spec->port, "", err, errlen);
     size_t host_len = colon ? (size_t)(colon - s) : strlen(s);
@@ -251,9 +256,10 @@ static int parse_scheme(const char **s, sk_scheme *scheme, char *err, size_t err
             return 0;
         }
     }
-    return fail(err, errlen, "unknown scheme '%s://' (use tcp://, udp://, tls://, unix:// or "
-                             "unix-dgram://)",
-                quote(*s, (size_t)(sep - *s)).s);
+    return sk__fail_text(err, errlen,
+                         "unknown scheme '%s://' (use tcp://, udp://, tls://, unix:// or "
+                         "unix-dgram://)",
+                         quote(*s, (size_t)(sep - *s)).s);
 }
 
 SK_API int sk_addr_parse(const char *text, int default_port, sk_addrspec *spec, char *err,
@@ -262,13 +268,15 @@ SK_API int sk_addr_parse(const char *text, int default_port, sk_addrspec *spec, 
     if (err && errlen)
         err[0] = '\0';
     if (!spec)
-        return fail(err, errlen, "no place to store the parsed address");
+        return sk__fail_text(err, errlen, "no place to store the parsed address");
     memset(spec, 0, sizeof *spec);
     if (default_port < -1 || default_port > 65535)
-        return fail(err, errlen, "default port %d is out of range (use 0-65535, or -1 to "
-                                 "require a port)", default_port);
+        return sk__fail_text(err, errlen,
+                             "default port %d is out of range (use 0-65535, or -1 to "
+                             "require a port)",
+                             default_port);
     if (!text || !*text)
-        return fail(err, errlen, "empty address (" EMPTY_HELP ")");
+        return sk__fail_text(err, errlen, "empty address (" EMPTY_HELP ")");
     const char *s = text;
     int rc = parse_scheme(&s, &spec->scheme, err, errlen);
     if (rc)
@@ -285,8 +293,8 @@ SK_API int sk_addr_parse(const char *text, int default_port, sk_addrspec *spec, 
         return parse_unix(s + 5, spec, err, errlen);
     }
     if (!*s)
-        return fail(err, errlen, "empty address after '%s' (" EMPTY_HELP ")",
-                    quote(text, strlen(text)).s);
+        return sk__fail_text(err, errlen, "empty address after '%s' (" EMPTY_HELP ")",
+                             quote(text, strlen(text)).s);
     if (*s == '[')
         return parse_bracketed(s, default_port, spec, err, errlen);
     return parse_host_port(s, default_port, spec, err, errlen);
@@ -375,24 +383,17 @@ static int map_gai_error(int rc, int saved_errno)
 {
     switch (rc) {
     case EAI_NONAME:
-    case EAI_FAIL:
-        return SK_ERR_NONAME;
+    case EAI_FAIL: return SK_ERR_NONAME;
 #ifdef EAI_NODATA
-    case EAI_NODATA:
-        return SK_ERR_NODATA;
+    case EAI_NODATA: return SK_ERR_NODATA;
 #endif
 #ifdef EAI_ADDRFAMILY
-    case EAI_ADDRFAMILY:
-        return SK_ERR_NODATA;
+    case EAI_ADDRFAMILY: return SK_ERR_NODATA;
 #endif
-    case EAI_AGAIN:
-        return SK_ERR_DNSFAIL;
-    case EAI_MEMORY:
-        return -ENOMEM;
-    case EAI_SYSTEM:
-        return saved_errno ? -saved_errno : -EIO;
-    default:
-        return -EINVAL;
+    case EAI_AGAIN: return SK_ERR_DNSFAIL;
+    case EAI_MEMORY: return -ENOMEM;
+    case EAI_SYSTEM: return saved_errno ? -saved_errno : -EIO;
+    default: return -EINVAL;
     }
 }
 

@@ -9,18 +9,6 @@
 
 #include "internal.h"
 
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen,
-                                                     const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -EINVAL;
-}
-
 static void clear_host_bits(uint8_t *addr, unsigned nbytes, unsigned prefix)
 {
     for (unsigned i = 0; i < nbytes; i++) {
@@ -38,9 +26,10 @@ SK_API int sk_cidr_parse(const char *text, sk_cidr *out, char *err, size_t errle
     if (err && errlen)
         err[0] = '\0';
     if (iplen == 0)
-        return fail(err, errlen, "no address before the prefix (write e.g. 10.0.0.0/8 or ::1/128)");
+        return sk__fail_text(err, errlen,
+                             "no address before the prefix (write e.g. 10.0.0.0/8 or ::1/128)");
     if (iplen >= sizeof ip)
-        return fail(err, errlen, "the address is too long to be IPv4 or IPv6");
+        return sk__fail_text(err, errlen, "the address is too long to be IPv4 or IPv6");
     memcpy(ip, text, iplen);
     ip[iplen] = '\0';
     sk_cidr c = {0};
@@ -52,25 +41,29 @@ SK_API int sk_cidr_parse(const char *text, sk_cidr *out, char *err, size_t errle
         c.family = AF_INET6;
         max = 128;
     } else {
-        return fail(err, errlen, "'%s' is not an IPv4 or IPv6 address (write e.g. 10.0.0.0/8 "
-                                 "or ::1/128; names are not allowed)", ip);
+        return sk__fail_text(err, errlen,
+                             "'%s' is not an IPv4 or IPv6 address (write e.g. 10.0.0.0/8 "
+                             "or ::1/128; names are not allowed)",
+                             ip);
     }
     unsigned prefix = max;
     if (slash) {
         const char *p = slash + 1;
         if (*p == '\0')
-            return fail(err, errlen, "nothing after '/' (write a prefix length, e.g. /24)");
+            return sk__fail_text(err, errlen,
+                                 "nothing after '/' (write a prefix length, e.g. /24)");
         prefix = 0;
         for (; *p; p++) {
             if (*p < '0' || *p > '9' || prefix > 1000)
-                return fail(err, errlen, "prefix '%s' is not a number (e.g. /24)", slash + 1);
+                return sk__fail_text(err, errlen, "prefix '%s' is not a number (e.g. /24)",
+                                     slash + 1);
             prefix = prefix * 10 + (unsigned)(*p - '0');
         }
         if (prefix > max)
-            return fail(err, errlen,
-                        max == 32 ? "prefix %s is too long for IPv4 (use 0-32)"
-                                  : "prefix %s is too long for IPv6 (use 0-128)",
-                        slash + 1);
+            return sk__fail_text(err, errlen,
+                                 max == 32 ? "prefix %s is too long for IPv4 (use 0-32)"
+                                           : "prefix %s is too long for IPv6 (use 0-128)",
+                                 slash + 1);
     }
     c.prefix = (uint8_t)prefix;
     clear_host_bits(c.addr, max / 8, prefix);

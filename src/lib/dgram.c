@@ -60,7 +60,8 @@ struct sk_dgram {
     sk_loop *loop;
     const sk_dgram_callbacks *cb;
     void *data;
-    sk__task task; /* deferred: errors and drains found in user calls, held datagrams, flush, free */
+    sk__task
+        task; /* deferred: errors and drains found in user calls, held datagrams, flush, free */
     unsigned flags;
     int family;
     unsigned batch, max_queue;
@@ -81,7 +82,7 @@ struct sk_dgram {
     int err_pending;
     bool err_has_peer;
     sk_addr err_peer;
-    sk_addr peer; /* connected peer */
+    sk_addr peer;    /* connected peer */
     char *unix_path; /* the socket file we created, removed on close */
     sk_dgram_stats stats;
 };
@@ -103,11 +104,10 @@ static void trace_datagram(sk_dgram *d, const char *verb, size_t len, const char
     else
         strcpy(name, "(connected peer)");
     if (real > len)
-        sk__log(d->loop, SK_LOG_TRACE, "%s fd=%d %zu bytes %s %s (truncated: %zu bytes sent)",
-                verb, d->io.fd, len, dir, name, real);
+        sk__log(d->loop, SK_LOG_TRACE, "%s fd=%d %zu bytes %s %s (truncated: %zu bytes sent)", verb,
+                d->io.fd, len, dir, name, real);
     else
-        sk__log(d->loop, SK_LOG_TRACE, "%s fd=%d %zu bytes %s %s", verb, d->io.fd, len, dir,
-                name);
+        sk__log(d->loop, SK_LOG_TRACE, "%s fd=%d %zu bytes %s %s", verb, d->io.fd, len, dir, name);
 }
 
 static void update_interest(sk_dgram *d)

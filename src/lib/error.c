@@ -1,5 +1,6 @@
 /* Error texts and the library version. */
 #include <errno.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,7 +8,7 @@
 #include <sockit/error.h>
 #include <sockit/sockit.h>
 
-#include "api.h"
+#include "internal.h"
 
 /* glibc numbers its errnos below 134; a little headroom covers newer kernels and libcs. */
 #define ERRNO_TEXTS 200
@@ -40,6 +41,17 @@ static void build_errno_texts(void)
         if (out[0] >= 'A' && out[0] <= 'Z' && out[1] >= 'a' && out[1] <= 'z')
             out[0] = (char)(out[0] - 'A' + 'a');
     }
+}
+
+int sk__fail_text(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -EINVAL;
 }
 
 SK_API const char *sk_strerror(int err)

@@ -41,15 +41,20 @@ int sk__backend_ctl(int bfd, int op, sk__io *io, unsigned events); /* op: 0 add,
 /* Wait up to timeout_ms and call each ready io's callback. Returns events seen or -errno. */
 int sk__backend_poll(int bfd, int timeout_ms);
 
+/* ---- error text for parsers ---- */
+/* Write a sentence into err (when not NULL) and return -EINVAL: `return sk__fail_text(...)`. */
+int sk__fail_text(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* ---- logging ---- */
 bool sk__log_on(const sk_loop *loop, sk_log_level level);
 void sk__log(sk_loop *loop, sk_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Trace one socket step; the arguments are only formatted when tracing is on. */
-#define SK_TRACE(loop, ...)                                                                      \
-    do {                                                                                         \
-        if (sk__log_on((loop), SK_LOG_TRACE))                                                    \
-            sk__log((loop), SK_LOG_TRACE, __VA_ARGS__);                                          \
+#define SK_TRACE(loop, ...)                                                                        \
+    do {                                                                                           \
+        if (sk__log_on((loop), SK_LOG_TRACE))                                                      \
+            sk__log((loop), SK_LOG_TRACE, __VA_ARGS__);                                            \
     } while (0)
 
 /* A 64 KiB buffer every conn on the loop reads into first; only a partial frame is copied out. */

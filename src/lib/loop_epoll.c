@@ -22,7 +22,8 @@ int sk__backend_open(void)
 
 static uint32_t to_epoll(unsigned events)
 {
-    return (events & SK_READABLE ? EPOLLIN | EPOLLRDHUP : 0u) | (events & SK_WRITABLE ? EPOLLOUT : 0u);
+    return (events & SK_READABLE ? EPOLLIN | EPOLLRDHUP : 0u) |
+           (events & SK_WRITABLE ? EPOLLOUT : 0u);
 }
 
 int sk__backend_ctl(int bfd, int op, sk__io *io, unsigned events)

@@ -31,8 +31,8 @@ struct sk_tls_ctx {
 struct sk__tls {
     SSL *ssl;
     sk_tls_ctx *ctx;
-    char *name;      /* the host we verify and send as SNI */
-    unsigned wants;  /* readiness the last operation needs: SK_READABLE / SK_WRITABLE */
+    char *name;     /* the host we verify and send as SNI */
+    unsigned wants; /* readiness the last operation needs: SK_READABLE / SK_WRITABLE */
     bool verified;
     char error[256];
     char names[200]; /* the peer certificate's names, noted while verifying: OpenSSL does not
@@ -51,8 +51,8 @@ static void take_ssl_error(char *buf, size_t len)
 }
 
 /* err = the sentence, then OpenSSL's reason in parentheses. */
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen,
-                                                          const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
+                                                          ...)
 {
     char detail[160], head[256];
     take_ssl_error(detail, sizeof detail);
@@ -78,14 +78,14 @@ static int add_self_signed(SSL_CTX *ssl, char *err, size_t errlen)
     X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
     X509_gmtime_adj(X509_getm_notAfter(cert), 7L * 24 * 3600);
     X509_NAME *name = X509_get_subject_name(cert);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1,
-                               -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1,
+                               0);
     X509_set_issuer_name(cert, name);
     X509_set_pubkey(cert, key);
     X509V3_CTX v3;
     X509V3_set_ctx(&v3, cert, cert, NULL, NULL, 0);
-    X509_EXTENSION *san = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name,
-                                              "DNS:localhost,IP:127.0.0.1,IP:::1");
+    X509_EXTENSION *san =
+        X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1,IP:::1");
     if (!san || !X509_add_ext(cert, san, -1)) {
         X509_EXTENSION_free(san);
         goto out;
@@ -237,12 +237,13 @@ static int configure(sk_tls_ctx *ctx, const sk_tls_options *o, char *err, size_t
     SSL_CTX_set_min_proto_version(ctx->ssl, TLS1_2_VERSION);
     /* Our write queue may move (realloc) between a WANT_WRITE and the retry, and a write may
      * complete in part: conn.c keeps the unwritten rest queued. */
-    SSL_CTX_set_mode(ctx->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                   SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_mode(ctx->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                   SSL_MODE_RELEASE_BUFFERS);
     int rc = load_files(ctx, o, err, errlen);
     if (rc < 0)
         return rc;
-    if (o->server && o->self_signed && !o->cert_file && (rc = add_self_signed(ctx->ssl, err, errlen)))
+    if (o->server && o->self_signed && !o->cert_file &&
+        (rc = add_self_signed(ctx->ssl, err, errlen)))
         return rc;
     if (o->server && !o->cert_file && !o->self_signed) {
         snprintf(err, errlen, "a TLS server needs a certificate and key (or a self-signed one)");
@@ -254,8 +255,10 @@ static int configure(sk_tls_ctx *ctx, const sk_tls_options *o, char *err, size_t
         return -EINVAL;
     }
     if (o->pin && parse_pin(o->pin, ctx->pin) < 0) {
-        snprintf(err, errlen, "bad pin '%s' (write sha256: and 64 hex digits, as 'sockit serve' "
-                              "prints them)", o->pin);
+        snprintf(err, errlen,
+                 "bad pin '%s' (write sha256: and 64 hex digits, as 'sockit serve' "
+                 "prints them)",
+                 o->pin);
         return -EINVAL;
     }
     ctx->has_pin = o->pin != NULL;
@@ -379,13 +382,10 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
         if (ptr)
             *(int *)ptr = bio_fd(b);
         return bio_fd(b);
-    case BIO_CTRL_EOF:
-        return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
+    case BIO_CTRL_EOF: return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
     case BIO_CTRL_FLUSH:
-    case BIO_CTRL_DUP:
-        return 1;
-    default:
-        return 0;
+    case BIO_CTRL_DUP: return 1;
+    default: return 0;
     }
 }
 
@@ -516,16 +516,10 @@ static int ssl_wait_or_fail(sk__tls *t, int ret, bool handshaking)
 {
     int e = SSL_get_error(t->ssl, ret);
     switch (e) {
-    case SSL_ERROR_WANT_READ:
-        t->wants = SK_READABLE;
-        return 0;
-    case SSL_ERROR_WANT_WRITE:
-        t->wants = SK_WRITABLE;
-        return 0;
-    case SSL_ERROR_ZERO_RETURN:
-        return 1; /* close_notify: a clean end */
-    default:
-        break;
+    case SSL_ERROR_WANT_READ: t->wants = SK_READABLE; return 0;
+    case SSL_ERROR_WANT_WRITE: t->wants = SK_WRITABLE; return 0;
+    case SSL_ERROR_ZERO_RETURN: return 1; /* close_notify: a clean end */
+    default: break;
     }
     int saved = errno;
     if (handshaking) {
@@ -566,7 +560,8 @@ ssize_t sk__tls_read(sk__tls *t, void *buf, size_t len)
     size_t total = 0;
     while (total < len) {
         ERR_clear_error();
-        int n = SSL_read(t->ssl, (char *)buf + total, (int)(len - total > INT32_MAX ? INT32_MAX : len - total));
+        int n = SSL_read(t->ssl, (char *)buf + total,
+                         (int)(len - total > INT32_MAX ? INT32_MAX : len - total));
         if (n > 0) {
             total += (size_t)n;
             continue;
