@@ -7,10 +7,11 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 
-from harness import Deadline, SockitTestCase
+from harness import SockitTestCase
 
 SHORT = ["-t", "0.6", "--warmup", "0.2", "-q"]
 
@@ -181,7 +182,7 @@ class BenchTests(SockitTestCase):
     def test_sigint_ends_early_with_results(self):
         srv = self.serve("--mode", "echo")
         p = self.start(["bench", srv.address, "-c", "2", "-t", "60", "--warmup", "0.2",
-                        "--json", "-q"], stdout=__import__("subprocess").PIPE)
+                        "--json", "-q"], stdout=subprocess.PIPE)
         time.sleep(1.0)
         p.send_signal(signal.SIGINT)
         rc = p.wait(timeout=10)
