@@ -40,7 +40,7 @@ EXAMPLES := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 .PHONY: all test check unit e2e demo install uninstall clean fuzz examples fuzz-smoke bench
 all: $(BUILD)/libsockit.a $(BUILD)/libsockit.so $(BUILD)/sockit examples
 
-$(BUILD)/%.o: %.c $(wildcard include/sockit/*.h src/lib/*.h src/cli/*.h tests/unit/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/sockit/*.h src/lib/*.h src/cli/*.h src/cli/services/*.h tests/unit/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	@$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 
 #include "cli.h"
 #include "services/service.h"
@@ -78,31 +77,52 @@ struct server {
 static const service *const services[] = {&service_greet, &service_echo, &service_chat,
                                           &service_discard, &service_source};
 
-const server_options *server_opts(const server *srv)
+/* The one server of this process: services reach it through the functions below. */
+static server *the_server;
+
+const server_options *server_opts(void)
 {
-    return &srv->opt;
+    return &the_server->opt;
 }
 
-client *server_clients(server *srv)
+client *server_clients(void)
 {
-    return srv->clients;
+    return the_server->clients;
+}
+
+void client_name(const client *cl, char *buf, size_t len)
+{
+    sk_addr peer;
+    if (sk_conn_peer_addr(cl->conn, &peer) == 0 && !sk_addr_is_unix(&peer))
+        sk_addr_format(&peer, buf, len);
+    else
+        snprintf(buf, len, "unix-client-%d", sk_conn_fd(cl->conn)); /* Unix peers are unnamed */
+}
+
+static void log_close(const client *cl, int reason)
+{
+    char name[SK_ADDR_STRLEN];
+    if (reason == 0)
+        return;
+    client_name(cl, name, sizeof name);
+    if (reason == -EMSGSIZE) {
+        log_warn("%s sent a frame longer than --max-frame (%zu bytes); closed that client", name,
+                 the_server->opt.max_frame);
+    } else if (reason == -ETIMEDOUT) {
+        log_info("%s: idle or stalled longer than allowed; closed", name);
+    } else if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
+        sk_tls_info info;
+        sk_conn_tls_info(cl->conn, &info);
+        log_info("%s: TLS handshake failed: %s", name, info.error);
+    } else {
+        log_info("%s: %s", name, sk_strerror(reason));
+    }
 }
 
 void server_client_closed(client *cl, int reason)
 {
-    server *srv = cl->srv;
-    if (reason == -EMSGSIZE)
-        log_warn("%s sent a frame longer than --max-frame (%zu bytes); closed that client",
-                 cl->name, srv->opt.max_frame);
-    else if (reason == -ETIMEDOUT)
-        log_info("%s: idle or stalled longer than allowed; closed", cl->name);
-    else if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
-        sk_tls_info info;
-        sk_conn_tls_info(cl->conn, &info);
-        log_info("%s: TLS handshake failed: %s", cl->name, info.error);
-    }
-    else if (reason < 0)
-        log_info("%s: %s", cl->name, sk_strerror(reason));
+    server *srv = the_server;
+    log_close(cl, reason);
     if (cl->prev)
         cl->prev->next = cl->next;
     else
@@ -115,27 +135,16 @@ void server_client_closed(client *cl, int reason)
         sk_loop_stop(srv->loop);
 }
 
-static void client_name(sk_conn *c, char *buf, size_t len)
-{
-    sk_addr peer;
-    if (sk_conn_peer_addr(c, &peer) == 0 && !sk_addr_is_unix(&peer))
-        sk_addr_format(&peer, buf, len);
-    else
-        snprintf(buf, len, "unix-client-%d", sk_conn_fd(c)); /* Unix clients have no name */
-}
-
 static void on_accept(sk_listener *l, sk_conn *c)
 {
     server *srv = sk_listener_data(l);
-    client *cl = calloc(1, sizeof *cl);
+    client *cl = calloc(1, srv->svc->client_size ? srv->svc->client_size : sizeof *cl);
     if (!cl) {
         log_warn("out of memory: refusing a client");
         sk_conn_abort(c);
         return;
     }
     cl->conn = c;
-    cl->srv = srv;
-    client_name(c, cl->name, sizeof cl->name);
     cl->next = srv->clients;
     if (srv->clients)
         srv->clients->prev = cl;
@@ -149,7 +158,7 @@ static void on_accept(sk_listener *l, sk_conn *c)
     if (o->idle_ms)
         sk_conn_set_idle_timeout(c, o->idle_ms);
     if (srv->tls && sk_conn_start_tls(c, srv->tls, NULL, srv->handshake_ms) < 0) {
-        log_warn("%s: cannot start TLS: out of memory", cl->name);
+        log_warn("cannot start TLS: out of memory; dropping a client");
         sk_conn_abort(c);
     }
     srv->svc->start(cl);
@@ -158,9 +167,7 @@ static void on_accept(sk_listener *l, sk_conn *c)
 /* Bytes a client is still owed or still owes us: queued output, or input not yet read. */
 static bool undelivered(const client *cl)
 {
-    int unread = 0;
-    ioctl(sk_conn_fd(cl->conn), FIONREAD, &unread);
-    return sk_conn_queued(cl->conn) > 0 || unread > 0;
+    return sk_conn_queued(cl->conn) > 0 || sk_conn_input_pending(cl->conn);
 }
 
 static void drain_expired(sk_timer *t, void *arg)
@@ -355,6 +362,7 @@ static void open_listener(server *srv, const serve_args *a)
 int cmd_serve(int argc, char **argv)
 {
     server srv = {0};
+    the_server = &srv;
     serve_args a;
     parse_args(argc, argv, &srv, &a);
     int rc = sk_loop_new(&srv.loop);

@@ -3,12 +3,12 @@
  * shutdown, abort) and queries. conn_io.c moves the bytes.
  *
  * Memory: an idle conn is this struct alone. Input is read into the loop's shared buffer and
- * frames are delivered from there; only a partial frame is copied into c->in. Output goes to
- * the kernel first; only the rest is copied into c->out. Both buffers are freed when empty.
+ * frames are delivered from there; only a partial frame is copied into c->x->in. Output goes to
+ * the kernel first; only the rest is copied into c->x->out. Both buffers are freed when empty.
  *
  * One timer per conn, allocated on first use, serves whichever deadline the state needs:
  * connect timeout, handshake timeout, idle timeout, or the close (flush + linger) deadline.
- * Progress only refreshes c->last_active; the timer re-arms itself for the remainder when it
+ * Progress only refreshes c->x->last_active; the timer re-arms itself for the remainder when it
  * fires early. */
 #include <errno.h>
 #include <netinet/in.h>
@@ -28,6 +28,37 @@ static void conn_task(sk__task *task);
 
 /* ---------------------------------------------------------------- creation */
 
+const sk__conn_cold sk__conn_defaults = {
+    .max_frame = SK_FRAME_DEFAULT_MAX,
+    .low = 16 * 1024,
+    .high = 64 * 1024,
+    .limit = 1024 * 1024,
+    .linger_ms = 2000,
+};
+
+static bool owns_cold(const sk_conn *c)
+{
+    return c->x != &sk__conn_defaults;
+}
+
+sk__conn_cold *sk__conn_own(sk_conn *c)
+{
+    if (owns_cold(c))
+        return c->x;
+    sk__conn_cold *x = malloc(sizeof *x);
+    if (!x)
+        return NULL;
+    *x = sk__conn_defaults;
+    x->last_active = sk_loop_now(c->loop);
+    c->x = x;
+    return x;
+}
+
+int sk__conn_socket(const sk_conn *c)
+{
+    return c->io.fd >= 0 ? c->io.fd : -1 - c->io.fd;
+}
+
 static sk_conn *conn_new(sk_loop *loop, int fd)
 {
     sk_conn *c = calloc(1, sizeof *c);
@@ -37,12 +68,7 @@ static sk_conn *conn_new(sk_loop *loop, int fd)
     c->loop = loop;
     c->cb = &no_callbacks;
     c->task.fn = conn_task;
-    c->last_active = sk_loop_now(loop);
-    c->max_frame = SK_FRAME_DEFAULT_MAX;
-    c->low = 16 * 1024;
-    c->high = 64 * 1024;
-    c->limit = 1024 * 1024;
-    c->linger_ms = 2000;
+    c->x = (sk__conn_cold *)&sk__conn_defaults; /* read-only until sk__conn_own() */
     return c;
 }
 
@@ -66,24 +92,25 @@ static void timer_fired(sk_timer *t, void *arg);
 static void arm_timer(sk_conn *c, uint32_t period)
 {
     if (!period) {
-        if (c->timer)
-            sk_timer_stop(c->timer);
+        if (c->x->timer)
+            sk_timer_stop(c->x->timer);
         return;
     }
-    if (!c->timer && sk_timer_new(c->loop, timer_fired, c, &c->timer) < 0)
+    if (!sk__conn_own(c) ||
+        (!c->x->timer && sk_timer_new(c->loop, timer_fired, c, &c->x->timer) < 0))
         return; /* out of memory: the deadline is lost, the conn still works */
     uint64_t now = sk_loop_now(c->loop);
-    uint64_t due = c->last_active + period;
-    sk_timer_start(c->timer, due > now ? due - now : 0, 0);
+    uint64_t due = c->x->last_active + period;
+    sk_timer_start(c->x->timer, due > now ? due - now : 0, 0);
 }
 
 static uint32_t current_period(const sk_conn *c)
 {
     if (c->flags & (F_CONNECTING | F_HANDSHAKING))
-        return c->connect_ms;
+        return c->x->connect_ms;
     if (c->flags & F_CLOSING)
-        return c->linger_ms;
-    return c->idle_ms;
+        return c->x->linger_ms;
+    return c->x->idle_ms;
 }
 
 static void timer_fired(sk_timer *t, void *arg)
@@ -92,14 +119,14 @@ static void timer_fired(sk_timer *t, void *arg)
     uint32_t period = current_period(c);
     if (!period)
         return;
-    if (sk_loop_now(c->loop) < c->last_active + period) {
+    if (sk_loop_now(c->loop) < c->x->last_active + period) {
         arm_timer(c, period);
         return;
     }
     if (c->flags & F_CLOSING) {
         /* The peer would not take our data or send its FIN in time. What was flushed stays
          * delivered; what is still queued is lost either way, so say so. */
-        sk__conn_finish(c, c->out ? -ETIMEDOUT : c->close_reason);
+        sk__conn_finish(c, c->x->out ? -ETIMEDOUT : c->close_reason);
         return;
     }
     sk__conn_finish(c, -ETIMEDOUT);
@@ -107,7 +134,9 @@ static void timer_fired(sk_timer *t, void *arg)
 
 void sk__conn_touch(sk_conn *c)
 {
-    c->last_active = sk_loop_now(c->loop);
+    /* Only a conn with a deadline (hence its own cold part) needs to know. */
+    if (owns_cold(c))
+        c->x->last_active = sk_loop_now(c->loop);
 }
 
 SK_API int sk_conn_connect(sk_loop *loop, const sk_addr *addr, uint64_t timeout_ms,
@@ -141,14 +170,20 @@ SK_API int sk_conn_connect(sk_loop *loop, const sk_addr *addr, uint64_t timeout_
     c->cb = callbacks ? callbacks : &no_callbacks;
     c->data = data;
     c->flags |= F_CONNECTING;
-    c->connect_ms = timeout_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)timeout_ms;
+    if (timeout_ms && !sk__conn_own(c)) {
+        close(fd);
+        free(c);
+        return -ENOMEM;
+    }
+    if (timeout_ms)
+        c->x->connect_ms = timeout_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)timeout_ms;
     rc = sk__io_start(loop, &c->io, fd, SK_WRITABLE, conn_io);
     if (rc < 0) {
         close(fd);
         free(c);
         return rc;
     }
-    arm_timer(c, c->connect_ms);
+    arm_timer(c, c->x->connect_ms);
     if (out)
         *out = c;
     return 0;
@@ -176,7 +211,12 @@ SK_API int sk_conn_set_framing(sk_conn *c, sk_frame_kind kind, size_t max)
     if ((unsigned)kind > SK_FRAME_LEN32 || max > UINT32_MAX - 8)
         return -EINVAL;
     c->frame_kind = (uint8_t)kind;
-    c->max_frame = max ? (uint32_t)max : SK_FRAME_DEFAULT_MAX;
+    uint32_t m = max ? (uint32_t)max : SK_FRAME_DEFAULT_MAX;
+    if (m != c->x->max_frame) {
+        if (!sk__conn_own(c))
+            return -ENOMEM;
+        c->x->max_frame = m;
+    }
     return 0;
 }
 
@@ -184,23 +224,34 @@ SK_API int sk_conn_set_watermarks(sk_conn *c, size_t low, size_t high, size_t li
 {
     if (low > high || high > limit || limit > UINT32_MAX)
         return -EINVAL;
-    c->low = (uint32_t)low;
-    c->high = (uint32_t)high;
-    c->limit = (uint32_t)limit;
+    if (low == c->x->low && high == c->x->high && limit == c->x->limit)
+        return 0;
+    if (!sk__conn_own(c))
+        return -ENOMEM;
+    c->x->low = (uint32_t)low;
+    c->x->high = (uint32_t)high;
+    c->x->limit = (uint32_t)limit;
     return 0;
 }
 
 SK_API int sk_conn_set_idle_timeout(sk_conn *c, uint64_t ms)
 {
-    c->idle_ms = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+    uint32_t idle = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+    if (idle == c->x->idle_ms)
+        return 0;
+    if (!sk__conn_own(c))
+        return -ENOMEM;
+    c->x->idle_ms = idle;
     if (!(c->flags & (F_CONNECTING | F_HANDSHAKING | F_CLOSING | F_CLOSED)))
-        arm_timer(c, c->idle_ms);
+        arm_timer(c, c->x->idle_ms);
     return 0;
 }
 
 SK_API void sk_conn_set_linger(sk_conn *c, uint64_t ms)
 {
-    c->linger_ms = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+    uint32_t linger = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+    if (linger != c->x->linger_ms && sk__conn_own(c))
+        c->x->linger_ms = linger;
 }
 
 /* ---------------------------------------------------------------- interest in the socket */
@@ -213,18 +264,18 @@ void sk__conn_update_interest(sk_conn *c)
     if (c->flags & F_CONNECTING) {
         want = SK_WRITABLE;
     } else if (c->flags & F_HANDSHAKING) {
-        want = sk__tls_wants(c->tls);
+        want = sk__tls_wants(c->x->tls);
     } else {
         /* While closing we keep reading, to discard what the peer sends until its FIN. */
         bool reading = !(c->flags & F_PEER_EOF) &&
                        ((c->flags & F_CLOSING) || !(c->flags & F_PAUSED));
         if (reading)
             want |= SK_READABLE;
-        if (c->out)
+        if (c->x->out)
             want |= SK_WRITABLE;
         /* TLS may need the other direction (a record to read before a write, or the reverse). */
-        if (c->tls && (reading || c->out))
-            want |= sk__tls_wants(c->tls);
+        if (c->x->tls && (reading || c->x->out))
+            want |= sk__tls_wants(c->x->tls);
     }
     if (sk__io_update(c->loop, &c->io, want) < 0)
         sk__conn_finish(c, -ENOMEM);
@@ -241,13 +292,14 @@ void sk__conn_finish(sk_conn *c, int reason)
     c->close_reason = reason;
     sk__io_stop(c->loop, &c->io);
     SK_TRACE(c->loop, "close fd=%d", c->io.fd);
-    close(c->io.fd);
-    c->io.fd = -1;
+    /* Closed for the loop now (a negative fd; events still queued for it are skipped), and for
+     * the kernel right after on_close, so on_close can still ask who the peer was. */
+    c->io.fd = -1 - c->io.fd;
     if (c->release)
         c->release(c->release_arg);
     c->release = NULL;
-    if (c->timer)
-        sk_timer_stop(c->timer);
+    if (c->x->timer)
+        sk_timer_stop(c->x->timer);
     sk__defer(c->loop, &c->task);
 }
 
@@ -280,8 +332,8 @@ SK_API void sk_conn_close(sk_conn *c)
     }
     c->flags |= F_CLOSING;
     sk__conn_touch(c);
-    arm_timer(c, c->linger_ms);
-    if (!c->out)
+    arm_timer(c, c->x->linger_ms);
+    if (!c->x->out)
         sk__conn_after_flush(c);
     sk__conn_update_interest(c);
 }
@@ -291,7 +343,7 @@ SK_API void sk_conn_shutdown(sk_conn *c)
     if (c->flags & (F_CLOSING | F_CLOSED | F_SHUT_WANTED))
         return;
     c->flags |= F_SHUT_WANTED;
-    if (!c->out && !(c->flags & (F_CONNECTING | F_HANDSHAKING)))
+    if (!c->x->out && !(c->flags & (F_CONNECTING | F_HANDSHAKING)))
         sk__conn_after_flush(c);
 }
 
@@ -316,21 +368,25 @@ static void conn_task(sk__task *task)
     if (c->flags & F_CLOSED) {
         if (c->cb->on_close)
             c->cb->on_close(c, c->close_reason);
-        sk_timer_free(c->timer);
-        sk__tls_free(c->tls);
-        free(c->in);
-        free(c->out);
+        if (owns_cold(c)) {
+            sk_timer_free(c->x->timer);
+            sk__tls_free(c->x->tls);
+            free(c->x->in);
+            free(c->x->out);
+            free(c->x);
+        }
+        close(-1 - c->io.fd); /* kept open through on_close, for sk_conn_peer_name() */
         free(c);
         return;
     }
     sk__conn_deliver_held(c); /* after sk_conn_resume_reading() */
     /* TLS: a record decrypted but not yet read waits in OpenSSL, not in the socket, so epoll
      * will not report it: read it now. */
-    if (c->tls && !(c->flags & (F_CLOSED | F_PAUSED | F_HANDSHAKING)) &&
-        sk__tls_pending(c->tls)) {
+    if (c->x->tls && !(c->flags & (F_CLOSED | F_PAUSED | F_HANDSHAKING)) &&
+        sk__tls_pending(c->x->tls)) {
         sk__conn_on_readable(c);
         /* A record larger than the room of one read: its rest is still inside OpenSSL. */
-        if (!(c->flags & F_CLOSED) && sk__tls_pending(c->tls))
+        if (!(c->flags & F_CLOSED) && sk__tls_pending(c->x->tls))
             sk__defer(c->loop, &c->task);
     }
 }
@@ -344,7 +400,7 @@ static void established(sk_conn *c)
         c->cb->on_connect(c);
     if (c->flags & F_CLOSED)
         return;
-    if (c->out)
+    if (c->x->out)
         sk__conn_flush(c);
     else if (c->flags & F_SHUT_WANTED)
         sk__conn_after_flush(c);
@@ -365,8 +421,8 @@ static void on_connected(sk_conn *c)
     c->flags &= (uint16_t)~F_CONNECTING;
     sk__conn_touch(c);
     if (c->flags & F_HANDSHAKING) {
-        c->connect_ms = c->handshake_ms;
-        arm_timer(c, c->connect_ms);
+        c->x->connect_ms = c->x->handshake_ms;
+        arm_timer(c, c->x->connect_ms);
         handshake_step(c);
         return;
     }
@@ -375,7 +431,7 @@ static void on_connected(sk_conn *c)
 
 static void handshake_step(sk_conn *c)
 {
-    int rc = sk__tls_handshake(c->tls);
+    int rc = sk__tls_handshake(c->x->tls);
     if (rc < 0) {
         sk__conn_finish(c, rc);
         return;
@@ -387,7 +443,7 @@ static void handshake_step(sk_conn *c)
     c->flags &= (uint16_t)~F_HANDSHAKING;
     if (sk__log_on(c->loop, SK_LOG_TRACE)) {
         sk_tls_info info;
-        sk__tls_info(c->tls, &info);
+        sk__tls_info(c->x->tls, &info);
         sk__log(c->loop, SK_LOG_TRACE, "tls fd=%d %s %s%s%s peer=%s %s", c->io.fd, info.version,
                 info.cipher, info.sni ? " sni=" : "", info.sni ? info.sni : "",
                 info.peer_subject[0] ? info.peer_subject : "(no certificate)",
@@ -408,9 +464,9 @@ static void conn_io(sk__io *io, unsigned events)
         handshake_step(c);
         return;
     }
-    if (c->tls) {
+    if (c->x->tls) {
         /* Either readiness may serve either direction in TLS: try what is wanted. */
-        if (c->out)
+        if (c->x->out)
             sk__conn_flush(c);
         /* Read only while reading is wanted: a paused conn whose write wanted writability
          * must not deliver frames (nor read to discard unless closing). */
@@ -418,11 +474,11 @@ static void conn_io(sk__io *io, unsigned events)
                        ((c->flags & F_CLOSING) || !(c->flags & F_PAUSED));
         if (!(c->flags & F_CLOSED) && reading)
             sk__conn_on_readable(c);
-        if (!(c->flags & F_CLOSED) && sk__tls_pending(c->tls))
+        if (!(c->flags & F_CLOSED) && sk__tls_pending(c->x->tls))
             sk__defer(c->loop, &c->task);
         return;
     }
-    if ((events & SK_WRITABLE) && c->out)
+    if ((events & SK_WRITABLE) && c->x->out)
         sk__conn_flush(c);
     if ((events & SK_READABLE) && !(c->flags & F_CLOSED) && (c->io.events & SK_READABLE))
         sk__conn_on_readable(c);
@@ -432,33 +488,35 @@ static void conn_io(sk__io *io, unsigned events)
 
 SK_API int sk_conn_start_tls(sk_conn *c, sk_tls_ctx *ctx, const char *name, uint64_t timeout_ms)
 {
-    if (c->tls || (c->flags & (F_CLOSING | F_CLOSED)))
+    if (c->x->tls || (c->flags & (F_CLOSING | F_CLOSED)))
         return -EINVAL;
-    c->tls = sk__tls_new(ctx, c->io.fd, name);
-    if (!c->tls)
+    if (!sk__conn_own(c))
+        return -ENOMEM;
+    c->x->tls = sk__tls_new(ctx, c->io.fd, name);
+    if (!c->x->tls)
         return -ENOMEM;
     c->flags |= F_HANDSHAKING;
     uint64_t ms = timeout_ms ? timeout_ms : 10000;
-    c->handshake_ms = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+    c->x->handshake_ms = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
     if (c->flags & F_CONNECTING)
         return 0; /* on_connected() starts the handshake */
-    c->connect_ms = c->handshake_ms;
+    c->x->connect_ms = c->x->handshake_ms;
     sk__conn_touch(c);
-    arm_timer(c, c->connect_ms);
+    arm_timer(c, c->x->connect_ms);
     sk__conn_update_interest(c);
     return 0;
 }
 
 SK_API bool sk_conn_is_tls(const sk_conn *c)
 {
-    return c->tls != NULL;
+    return c->x->tls != NULL;
 }
 
 SK_API int sk_conn_tls_info(const sk_conn *c, sk_tls_info *info)
 {
-    if (!c->tls)
+    if (!c->x->tls)
         return -EINVAL;
-    sk__tls_info(c->tls, info);
+    sk__tls_info(c->x->tls, info);
     return 0;
 }
 
@@ -477,7 +535,7 @@ SK_API void sk_conn_resume_reading(sk_conn *c)
     c->flags &= (uint16_t)~F_PAUSED;
     sk__conn_update_interest(c);
     /* TLS: bytes decrypted before the pause wait in OpenSSL, where epoll cannot see them. */
-    if (c->in_len || (c->flags & F_PEER_EOF) || (c->tls && sk__tls_pending(c->tls)))
+    if (c->x->in_len || (c->flags & F_PEER_EOF) || (c->x->tls && sk__tls_pending(c->x->tls)))
         sk__defer(c->loop, &c->task);
 }
 
@@ -486,7 +544,7 @@ SK_API bool sk_conn_input_pending(const sk_conn *c)
     int unread = 0;
     if (c->flags & F_CLOSED)
         return false;
-    if (c->tls && sk__tls_pending(c->tls))
+    if (c->x->tls && sk__tls_pending(c->x->tls))
         return true;
     return ioctl(c->io.fd, FIONREAD, &unread) == 0 && unread > 0;
 }
@@ -494,13 +552,13 @@ SK_API bool sk_conn_input_pending(const sk_conn *c)
 SK_API int sk_conn_peer_addr(const sk_conn *c, sk_addr *out)
 {
     out->len = sizeof out->ss;
-    return getpeername(c->io.fd, (struct sockaddr *)&out->ss, &out->len) < 0 ? -errno : 0;
+    return getpeername(sk__conn_socket(c), (struct sockaddr *)&out->ss, &out->len) < 0 ? -errno : 0;
 }
 
 SK_API int sk_conn_local_addr(const sk_conn *c, sk_addr *out)
 {
     out->len = sizeof out->ss;
-    return getsockname(c->io.fd, (struct sockaddr *)&out->ss, &out->len) < 0 ? -errno : 0;
+    return getsockname(sk__conn_socket(c), (struct sockaddr *)&out->ss, &out->len) < 0 ? -errno : 0;
 }
 
 SK_API int sk_conn_peer_name(const sk_conn *c, char *buf, size_t len)
@@ -517,7 +575,7 @@ SK_API int sk_conn_peer_name(const sk_conn *c, char *buf, size_t len)
 
 SK_API int sk_conn_fd(const sk_conn *c)
 {
-    return c->io.fd;
+    return sk__conn_socket(c);
 }
 
 SK_API sk_loop *sk_conn_loop(const sk_conn *c)

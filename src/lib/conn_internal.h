@@ -23,27 +23,42 @@ typedef struct outq {
     uint8_t data[];
 } outq;
 
-struct sk_conn {
-    sk__io io;
-    sk_loop *loop;
-    const sk_conn_callbacks *cb;
-    void *data;
+/* What only some conns need: settings that differ from the defaults, a deadline, buffered
+ * bytes, TLS. A new conn points at the shared read-only defaults (sk__conn_defaults) and gets
+ * its own copy the first time it writes one of these (sk__conn_own), so an idle conn costs
+ * only its hot part: 88 bytes. */
+typedef struct sk__conn_cold {
     uint8_t *in;            /* a partial frame, or frames held while paused */
     uint32_t in_len, in_cap;
     outq *out;
     sk__tls *tls;           /* NULL for plain TCP and Unix sockets */
     sk_timer *timer;
-    sk__task task;          /* deferred work: deliver held frames, or finish closing */
     uint64_t last_active;
     uint32_t max_frame;
     uint32_t low, high, limit;
     uint32_t idle_ms, linger_ms, connect_ms, handshake_ms;
+} sk__conn_cold;
+
+struct sk_conn {
+    sk__io io;              /* io.fd is -1 - fd once closed, until on_close has run */
+    sk_loop *loop;
+    const sk_conn_callbacks *cb;
+    void *data;
+    sk__task task;          /* deferred work: deliver held frames, or finish closing */
+    sk__conn_cold *x;       /* &sk__conn_defaults until the conn needs its own */
+    sk__release_fn release; /* the listener's admission count, told when the fd closes */
+    void *release_arg;
     uint16_t flags;
     uint8_t frame_kind;
     int close_reason;
-    sk__release_fn release; /* the listener's admission count, told when the fd closes */
-    void *release_arg;
 };
+
+extern const sk__conn_cold sk__conn_defaults;
+/* The conn's own cold part, made on first use (last_active set to now): NULL if out of
+ * memory. Call before writing any field of c->x. */
+sk__conn_cold *sk__conn_own(sk_conn *c);
+/* The socket, also while on_close runs (after the conn is closed for everything else). */
+int sk__conn_socket(const sk_conn *c);
 
 /* conn.c */
 void sk__conn_touch(sk_conn *c);            /* progress: push the idle or linger deadline */

@@ -46,7 +46,7 @@ static void plain_send_fin(sk_conn *c)
 
 static ssize_t tls_recv(sk_conn *c, void *buf, size_t len)
 {
-    return sk__tls_read(c->tls, buf, len);
+    return sk__tls_read(c->x->tls, buf, len);
 }
 
 /* A frame's pieces (length prefix and payload, or line and newline) go out as one record when
@@ -62,15 +62,15 @@ static ssize_t tls_sendv(sk_conn *c, const struct iovec *iov, int iovcnt)
             n += iov[i].iov_len;
         }
         if (i == iovcnt)
-            return sk__tls_write(c->tls, record, n);
+            return sk__tls_write(c->x->tls, record, n);
     }
     /* Large: the first piece now; the caller queues the rest. */
-    return sk__tls_write(c->tls, iov[0].iov_base, iov[0].iov_len);
+    return sk__tls_write(c->x->tls, iov[0].iov_base, iov[0].iov_len);
 }
 
 static void tls_send_fin(sk_conn *c)
 {
-    sk__tls_shutdown(c->tls); /* close_notify: TLS's own half-close */
+    sk__tls_shutdown(c->x->tls); /* close_notify: TLS's own half-close */
     shutdown(c->io.fd, SHUT_WR);
 }
 
@@ -79,7 +79,7 @@ static const transport tls_transport = {tls_recv, tls_sendv, tls_send_fin};
 
 static const transport *tr(const sk_conn *c)
 {
-    return c->tls ? &tls_transport : &plain_transport;
+    return c->x->tls ? &tls_transport : &plain_transport;
 }
 
 void sk__conn_send_fin(sk_conn *c)
@@ -95,7 +95,9 @@ void sk__conn_send_fin(sk_conn *c)
 
 static int queue_bytes(sk_conn *c, const struct iovec *iov, int iovcnt, size_t skip, size_t n)
 {
-    outq *q = c->out;
+    if (!sk__conn_own(c))
+        return -ENOMEM;
+    outq *q = c->x->out;
     size_t queued = q ? q->len : 0;
     if (!q || q->head + q->len + n > q->cap) {
         size_t need = queued + n;
@@ -117,7 +119,7 @@ static int queue_bytes(sk_conn *c, const struct iovec *iov, int iovcnt, size_t s
             if (q)
                 memcpy(nq->data, q->data + q->head, q->len);
             free(q);
-            c->out = q = nq;
+            c->x->out = q = nq;
         }
     }
     for (int i = 0; i < iovcnt; i++) {
@@ -130,7 +132,7 @@ static int queue_bytes(sk_conn *c, const struct iovec *iov, int iovcnt, size_t s
         q->len += len - skip;
         skip = 0;
     }
-    if (q->len > c->high)
+    if (q->len > c->x->high)
         c->flags |= F_ABOVE_HIGH;
     return 0;
 }
@@ -144,11 +146,11 @@ SK_API int sk_conn_writev(sk_conn *c, const struct iovec *iov, int iovcnt)
         total += iov[i].iov_len;
     if (total == 0)
         return 0;
-    size_t queued = c->out ? c->out->len : 0;
-    if (queued + total > c->limit)
+    size_t queued = c->x->out ? c->x->out->len : 0;
+    if (queued + total > c->x->limit)
         return -ENOBUFS;
     size_t sent = 0;
-    if (!c->out && !(c->flags & (F_CONNECTING | F_HANDSHAKING))) {
+    if (!c->x->out && !(c->flags & (F_CONNECTING | F_HANDSHAKING))) {
         ssize_t n = tr(c)->sendv(c, iov, iovcnt);
         if (n < 0 && n != -EAGAIN) {
             sk__conn_fail(c, (int)n);
@@ -202,7 +204,7 @@ SK_API int sk_conn_write_frame(sk_conn *c, const void *data, size_t len)
 
 SK_API size_t sk_conn_queued(const sk_conn *c)
 {
-    return c->out ? c->out->len : 0;
+    return c->x->out ? c->x->out->len : 0;
 }
 
 SK_API bool sk_conn_writable(const sk_conn *c)
@@ -213,7 +215,7 @@ SK_API bool sk_conn_writable(const sk_conn *c)
 /* The socket took more: send what is queued until the kernel's buffer is full again. */
 void sk__conn_flush(sk_conn *c)
 {
-    outq *q = c->out;
+    outq *q = c->x->out;
     while (q && q->len) {
         struct iovec iov = {.iov_base = q->data + q->head, .iov_len = q->len};
         ssize_t n = tr(c)->sendv(c, &iov, 1);
@@ -230,17 +232,17 @@ void sk__conn_flush(sk_conn *c)
     }
     if (q && q->len == 0) {
         free(q);
-        c->out = NULL;
+        c->x->out = NULL;
     }
-    size_t queued = c->out ? c->out->len : 0;
-    if ((c->flags & F_ABOVE_HIGH) && queued <= c->low) {
+    size_t queued = c->x->out ? c->x->out->len : 0;
+    if ((c->flags & F_ABOVE_HIGH) && queued <= c->x->low) {
         c->flags &= (uint16_t)~F_ABOVE_HIGH;
         if (c->cb->on_drain && !(c->flags & (F_CLOSING | F_CLOSED)))
             c->cb->on_drain(c);
     }
     if (c->flags & F_CLOSED)
         return;
-    if (!c->out)
+    if (!c->x->out)
         sk__conn_after_flush(c);
     sk__conn_update_interest(c);
 }
@@ -255,38 +257,44 @@ static bool delivering(const sk_conn *c)
 static void frame_error(sk_conn *c, int err)
 {
     sk__log(c->loop, SK_LOG_INFO, "fd=%d: frame longer than %u bytes; closing the connection",
-            c->io.fd, c->max_frame);
+            c->io.fd, c->x->max_frame);
     /* Flush what we owe, then close; the rest of the oversized input is discarded. */
     c->close_reason = err;
-    free(c->in);
-    c->in = NULL;
-    c->in_len = c->in_cap = 0;
+    if (c->x->in) {
+        free(c->x->in);
+        c->x->in = NULL;
+        c->x->in_len = c->x->in_cap = 0;
+    }
     sk_conn_close(c);
 }
 
-/* Keep data[0..len) in c->in for later (a partial frame, or frames held while paused). */
+/* Keep data[0..len) in c->x->in for later (a partial frame, or frames held while paused). */
 static int keep_rest(sk_conn *c, const uint8_t *data, size_t len)
 {
-    if (data == c->in) {
-        memmove(c->in, data, len);
-        c->in_len = (uint32_t)len;
+    if (!c->x->in && len == 0)
+        return 0; /* nothing held, nothing to hold: the common case stays allocation-free */
+    if (!sk__conn_own(c))
+        return -ENOMEM;
+    if (data == c->x->in) {
+        memmove(c->x->in, data, len);
+        c->x->in_len = (uint32_t)len;
     } else if (len) {
-        if (len > c->in_cap) {
-            uint8_t *in = realloc(c->in, len);
+        if (len > c->x->in_cap) {
+            uint8_t *in = realloc(c->x->in, len);
             if (!in)
                 return -ENOMEM;
-            c->in = in;
-            c->in_cap = (uint32_t)len;
+            c->x->in = in;
+            c->x->in_cap = (uint32_t)len;
         }
-        memcpy(c->in, data, len);
-        c->in_len = (uint32_t)len;
+        memcpy(c->x->in, data, len);
+        c->x->in_len = (uint32_t)len;
     } else {
-        c->in_len = 0;
+        c->x->in_len = 0;
     }
-    if (c->in_len == 0) {
-        free(c->in);
-        c->in = NULL;
-        c->in_cap = 0;
+    if (c->x->in_len == 0) {
+        free(c->x->in);
+        c->x->in = NULL;
+        c->x->in_cap = 0;
     }
     return 0;
 }
@@ -297,7 +305,7 @@ static void deliver(sk_conn *c, const uint8_t *data, size_t len)
     size_t off = 0;
     while (off < len && delivering(c)) {
         sk_frame f;
-        int r = sk_frame_next((sk_frame_kind)c->frame_kind, c->max_frame, data + off, len - off,
+        int r = sk_frame_next((sk_frame_kind)c->frame_kind, c->x->max_frame, data + off, len - off,
                               &f);
         if (r == 0)
             break;
@@ -324,54 +332,54 @@ void sk__conn_deliver_held(sk_conn *c)
 {
     if (c->flags & F_PEER_EOF)
         report_eof(c);
-    else if (c->in_len && delivering(c))
-        deliver(c, c->in, c->in_len);
+    else if (c->x->in_len && delivering(c))
+        deliver(c, c->x->in, c->x->in_len);
 }
 
-/* Where to read: after a partial frame in c->in, or into the loop's buffer. */
+/* Where to read: after a partial frame in c->x->in, or into the loop's buffer. */
 static uint8_t *read_target(sk_conn *c, size_t *room)
 {
-    if (!c->in_len) {
+    if (!c->x->in_len) {
         *room = SK__READ_BUF;
         return sk__loop_read_buf(c->loop);
     }
-    size_t want = (size_t)c->max_frame + 8;
-    if (c->in_cap < want && c->in_cap - c->in_len < 4096) {
-        size_t cap = c->in_cap * 2;
-        if (cap < c->in_len + 4096)
-            cap = c->in_len + 4096;
+    size_t want = (size_t)c->x->max_frame + 8;
+    if (c->x->in_cap < want && c->x->in_cap - c->x->in_len < 4096) {
+        size_t cap = c->x->in_cap * 2;
+        if (cap < c->x->in_len + 4096)
+            cap = c->x->in_len + 4096;
         if (cap > want)
             cap = want;
-        uint8_t *in = realloc(c->in, cap);
+        uint8_t *in = realloc(c->x->in, cap);
         if (in) {
-            c->in = in;
-            c->in_cap = (uint32_t)cap;
+            c->x->in = in;
+            c->x->in_cap = (uint32_t)cap;
         }
     }
-    *room = c->in_cap - c->in_len;
-    return c->in + c->in_len;
+    *room = c->x->in_cap - c->x->in_len;
+    return c->x->in + c->x->in_len;
 }
 
 /* Tell the user about the FIN once every complete frame before it is delivered. */
 static void report_eof(sk_conn *c)
 {
-    if (c->in_len && delivering(c))
-        deliver(c, c->in, c->in_len);
+    if (c->x->in_len && delivering(c))
+        deliver(c, c->x->in, c->x->in_len);
     if (c->flags & (F_CLOSING | F_CLOSED | F_PAUSED | F_EOF_REPORTED))
         return; /* paused: sk_conn_resume_reading() brings us back here */
     c->flags |= F_EOF_REPORTED;
-    if (c->in_len) {
+    if (c->x->in_len) {
         /* The stream ended inside a frame: nothing can complete it. */
         sk__log(c->loop, SK_LOG_WARN, "fd=%d: stream ended inside a frame (%u bytes dropped)",
-                c->io.fd, c->in_len);
-        keep_rest(c, c->in, 0);
+                c->io.fd, c->x->in_len);
+        keep_rest(c, c->x->in, 0);
     }
     if (c->cb->on_eof)
         c->cb->on_eof(c);
     else
         sk_conn_close(c);
     /* Both directions are done and the user kept the conn: nothing more can happen on it. */
-    if (!(c->flags & (F_CLOSING | F_CLOSED)) && !c->out)
+    if (!(c->flags & (F_CLOSING | F_CLOSED)) && !c->x->out)
         sk__conn_after_flush(c);
 }
 
@@ -380,7 +388,7 @@ static void peer_eof(sk_conn *c)
     c->flags |= F_PEER_EOF;
     sk__conn_update_interest(c);
     if (c->flags & F_CLOSING) {
-        if (!c->out)
+        if (!c->x->out)
             sk__conn_finish(c, c->close_reason);
         return;
     }
@@ -397,7 +405,7 @@ void sk__conn_on_readable(sk_conn *c)
     }
     ssize_t n = tr(c)->recv(c, buf, room);
     if (n == -EAGAIN) {
-        if (c->tls)
+        if (c->x->tls)
             sk__conn_update_interest(c); /* the read may need writability */
         return;
     }
@@ -418,14 +426,14 @@ void sk__conn_on_readable(sk_conn *c)
     if (c->flags & F_CLOSING)
         return; /* discarded, and no progress: a peer that keeps sending cannot delay the close */
     sk__conn_touch(c);
-    if (c->frame_kind == SK_FRAME_RAW && !c->in_len) {
+    if (c->frame_kind == SK_FRAME_RAW && !c->x->in_len) {
         if (c->cb->on_frame)
             c->cb->on_frame(c, buf, (size_t)n);
         return;
     }
-    if (buf == c->in + c->in_len) {
-        c->in_len += (uint32_t)n;
-        deliver(c, c->in, c->in_len);
+    if (buf == c->x->in + c->x->in_len) {
+        c->x->in_len += (uint32_t)n;
+        deliver(c, c->x->in, c->x->in_len);
     } else {
         deliver(c, buf, (size_t)n);
     }

@@ -28,9 +28,8 @@ void sk__io_stop(sk_loop *loop, sk__io *io);
 /* ---- work run at the end of the current loop iteration ---- */
 typedef struct sk__task sk__task;
 struct sk__task {
-    sk__task *next;
+    sk__task *next; /* non-NULL exactly while queued (the last one points to an end marker) */
     void (*fn)(sk__task *task);
-    bool queued;
 };
 /* Queue task once (a no-op if it is already queued). */
 void sk__defer(sk_loop *loop, sk__task *task);

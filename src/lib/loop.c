@@ -340,12 +340,15 @@ static int next_timeout(const sk_loop *loop, int timeout_ms)
 
 /* ---------------------------------------------------------------- deferred tasks */
 
+/* Ends every task list, so that a queued task's next is never NULL: that is its "queued" flag,
+ * which keeps sk__task (embedded in every conn) at two pointers. */
+static sk__task end_of_tasks;
+
 void sk__defer(sk_loop *loop, sk__task *task)
 {
-    if (task->queued)
-        return;
-    task->queued = true;
-    task->next = NULL;
+    if (task->next)
+        return; /* already queued */
+    task->next = &end_of_tasks;
     if (loop->tasks_tail)
         loop->tasks_tail->next = task;
     else
@@ -358,9 +361,9 @@ static void run_tasks(sk_loop *loop)
     /* Only the tasks queued before this pass: one queued meanwhile waits an iteration. */
     sk__task *task = loop->tasks_head;
     loop->tasks_head = loop->tasks_tail = NULL;
-    while (task) {
+    while (task && task != &end_of_tasks) {
         sk__task *next = task->next;
-        task->queued = false;
+        task->next = NULL;
         task->fn(task); /* may free the memory holding task */
         task = next;
     }

@@ -9,13 +9,23 @@
 #include "../cli.h"
 #include "service.h"
 
+/* Chat says who wrote each line, so its clients keep their name (formatted once). */
+typedef struct chat_client {
+    client base;
+    char name[64];
+} chat_client;
+
+static const char *name_of(const client *cl)
+{
+    return ((const chat_client *)cl)->name;
+}
+
 /* Send "prefix + data" as one frame, in the server's framing, to every client but from. */
-static void broadcast(server *srv, const client *from, const char *prefix, const void *data,
-                      size_t len)
+static void broadcast(const client *from, const char *prefix, const void *data, size_t len)
 {
     size_t plen = strlen(prefix);
     size_t total = plen + len;
-    sk_frame_kind kind = server_opts(srv)->frame;
+    sk_frame_kind kind = server_opts()->frame;
     uint8_t head[4] = {(uint8_t)(total >> 24), (uint8_t)(total >> 16), (uint8_t)(total >> 8),
                        (uint8_t)total};
     struct iovec iov[3];
@@ -27,13 +37,13 @@ static void broadcast(server *srv, const client *from, const char *prefix, const
     if (kind == SK_FRAME_LINE)
         iov[n++] = (struct iovec){.iov_base = (void *)"\n", .iov_len = 1};
 
-    for (client *cl = server_clients(srv), *next; cl; cl = next) {
+    for (client *cl = server_clients(), *next; cl; cl = next) {
         next = cl->next;
         if (cl == from)
             continue;
         if (sk_conn_writev(cl->conn, iov, n) == -ENOBUFS) {
             log_warn("%s is not reading its messages (more than %zu bytes queued); "
-                     "disconnecting it", cl->name, server_opts(srv)->max_queue);
+                     "disconnecting it", name_of(cl), server_opts()->max_queue);
             sk_conn_abort(cl->conn);
         }
     }
@@ -42,16 +52,16 @@ static void broadcast(server *srv, const client *from, const char *prefix, const
 static void on_frame(sk_conn *c, const void *data, size_t len)
 {
     client *cl = sk_conn_data(c);
-    char prefix[sizeof cl->name + 4];
-    snprintf(prefix, sizeof prefix, "[%s] ", cl->name);
-    broadcast(cl->srv, cl, prefix, data, len);
+    char prefix[sizeof((chat_client *)0)->name + 4];
+    snprintf(prefix, sizeof prefix, "[%s] ", name_of(cl));
+    broadcast(cl, prefix, data, len);
 }
 
 static void announce(client *cl, const char *what)
 {
-    char line[sizeof cl->name + 16];
-    int n = snprintf(line, sizeof line, "%s %s", cl->name, what);
-    broadcast(cl->srv, cl, "* ", line, (size_t)n);
+    char line[sizeof((chat_client *)0)->name + 16];
+    int n = snprintf(line, sizeof line, "%s %s", name_of(cl), what);
+    broadcast(cl, "* ", line, (size_t)n);
 }
 
 static void on_close(sk_conn *c, int reason)
@@ -65,6 +75,8 @@ static const sk_conn_callbacks callbacks = {.on_frame = on_frame, .on_close = on
 
 static void start(client *cl)
 {
+    chat_client *cc = (chat_client *)cl;
+    client_name(cl, cc->name, sizeof cc->name);
     sk_conn_set_callbacks(cl->conn, &callbacks);
     announce(cl, "joined");
 }
@@ -73,5 +85,6 @@ const service service_chat = {
     .name = "chat",
     .summary = "relay each line to every other client",
     .default_frame = SK_FRAME_LINE,
+    .client_size = sizeof(chat_client),
     .start = start,
 };

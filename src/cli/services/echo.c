@@ -2,38 +2,28 @@
  * passes the high watermark and we stop reading from it until it drains: memory stays bounded
  * and the client's own TCP window slows it down.
  *
- * Shutdown: every byte the kernel accepted from the client before the signal is echoed. A
- * stopping client is closed (which flushes its queue) once it is caught up: not paused, and
- * nothing left unread in the socket, so everything received up to now has been echoed. The
- * check runs from a timer, never inside on_frame: more frames of the same read may follow, and
- * frames held while paused are delivered after on_drain returns. A partial frame (a line
- * without its newline yet) is dropped at the close. */
+ * Shutdown: every byte the kernel accepted from a client before the signal is echoed. A client
+ * is closed (which flushes its queue) once it is caught up: writable, and no input waiting in
+ * the socket or inside TLS, so everything received up to now has been echoed. One timer checks
+ * every client every few milliseconds while the server stops; checking inside on_frame would
+ * be too early (more frames of the same read may follow). A partial frame (a line without its
+ * newline yet) is dropped at the close. */
 #include "service.h"
+
+#define STOP_CHECK_MS 5
+
+static sk_timer *stop_check; /* while stopping; sk_loop_free() frees it */
 
 static bool caught_up(sk_conn *c)
 {
     return sk_conn_writable(c) && !sk_conn_input_pending(c);
 }
 
-static void check_fired(sk_timer *t, void *arg)
+static void close_caught_up(sk_timer *t, void *arg)
 {
-    client *cl = arg;
-    if (caught_up(cl->conn))
-        sk_conn_close(cl->conn);
-}
-
-/* Check soon: 1 ms puts the check after this loop iteration's deferred work. */
-static void close_if_done(sk_conn *c)
-{
-    client *cl = sk_conn_data(c);
-    if (!cl->stopping)
-        return;
-    if (!cl->timer && sk_timer_new(sk_conn_loop(c), check_fired, cl, &cl->timer) < 0) {
-        sk_conn_close(c); /* out of memory: close now (the queue is still flushed) */
-        return;
-    }
-    if (!sk_timer_active(cl->timer))
-        sk_timer_start(cl->timer, 1, 0);
+    for (client *cl = server_clients(); cl; cl = cl->next)
+        if (caught_up(cl->conn))
+            sk_conn_close(cl->conn);
 }
 
 static void on_frame(sk_conn *c, const void *data, size_t len)
@@ -42,13 +32,11 @@ static void on_frame(sk_conn *c, const void *data, size_t len)
         return; /* closed or over its limit: the close callback follows */
     if (!sk_conn_writable(c))
         sk_conn_pause_reading(c);
-    close_if_done(c);
 }
 
 static void on_drain(sk_conn *c)
 {
     sk_conn_resume_reading(c);
-    close_if_done(c);
 }
 
 static void on_eof(sk_conn *c)
@@ -58,9 +46,7 @@ static void on_eof(sk_conn *c)
 
 static void on_close(sk_conn *c, int reason)
 {
-    client *cl = sk_conn_data(c);
-    sk_timer_free(cl->timer);
-    server_client_closed(cl, reason);
+    server_client_closed(sk_conn_data(c), reason);
 }
 
 static const sk_conn_callbacks callbacks = {
@@ -73,8 +59,14 @@ static void start(client *cl)
 
 static void stop(client *cl)
 {
-    cl->stopping = true;
-    close_if_done(cl->conn);
+    if (stop_check)
+        return; /* one timer serves every client */
+    if (sk_timer_new(sk_conn_loop(cl->conn), close_caught_up, NULL, &stop_check) < 0) {
+        for (client *each = server_clients(); each; each = each->next)
+            sk_conn_close(each->conn); /* out of memory: close now (queues still flush) */
+        return;
+    }
+    sk_timer_start(stop_check, 0, STOP_CHECK_MS);
 }
 
 const service service_echo = {

@@ -14,7 +14,7 @@ static const sk_conn_callbacks callbacks = {.on_close = on_close};
 
 static void start(client *cl)
 {
-    const char *text = server_opts(cl->srv)->message;
+    const char *text = server_opts()->message;
     struct iovec iov[2] = {{.iov_base = (void *)text, .iov_len = strlen(text)},
                            {.iov_base = (void *)"\n", .iov_len = 1}};
     sk_conn_set_callbacks(cl->conn, &callbacks);

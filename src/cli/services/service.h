@@ -10,14 +10,12 @@
 
 typedef struct server server;
 
-/* One per accepted conn, kept by serve.c in a list; the conn's data points here. */
+/* One per accepted conn, kept by serve.c in a list; the conn's data points here. Kept to
+ * three pointers (a 32-byte allocation): an idle client costs this and its conn's 88 bytes.
+ * A service that needs more asks for it with service.client_size. */
 typedef struct client {
     sk_conn *conn;
-    server *srv;
     struct client *prev, *next;
-    char name[64]; /* the peer as "127.0.0.1:50312", for messages */
-    bool stopping; /* the server is shutting down; the service finishes this client */
-    sk_timer *timer; /* the service's own use; it frees it before server_client_closed() */
 } client;
 
 typedef struct server_options {
@@ -32,6 +30,7 @@ typedef struct service {
     const char *name;
     const char *summary;
     sk_frame_kind default_frame;
+    size_t client_size; /* bytes to allocate per client, at least sizeof(client); 0: that */
     /* A new client: set its callbacks (serve.c has set framing, limits and data). */
     void (*start)(client *cl);
     /* The server got SIGTERM/SIGINT: finish what the client has in flight, then close it.
@@ -39,11 +38,14 @@ typedef struct service {
     void (*stop)(client *cl);
 } service;
 
-/* serve.c: the service must call this from its on_close callback. */
+/* serve.c (one server per process): the service must call server_client_closed() from its
+ * on_close callback. */
 void server_client_closed(client *cl, int reason);
-const server_options *server_opts(const server *srv);
-/* Every client on the server, for chat. */
-client *server_clients(server *srv);
+const server_options *server_opts(void);
+/* Every client on the server, for chat and for stopping. */
+client *server_clients(void);
+/* The client's peer for messages: "127.0.0.1:50312" (valid in on_close too). */
+void client_name(const client *cl, char *buf, size_t len);
 
 extern const service service_greet, service_echo, service_chat, service_discard, service_source;
 
