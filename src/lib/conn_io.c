@@ -275,7 +275,8 @@ static int keep_rest(sk_conn *c, const uint8_t *data, size_t len)
         return 0; /* nothing held, nothing to hold: the common case stays allocation-free */
     if (!sk__conn_own(c))
         return -ENOMEM;
-    if (data == c->x->in) {
+    bool inside = c->x->in && data >= c->x->in && data <= c->x->in + c->x->in_len;
+    if (inside) { /* the rest of what was held: move it to the front */
         memmove(c->x->in, data, len);
         c->x->in_len = (uint32_t)len;
     } else if (len) {

@@ -227,6 +227,26 @@ TEST(conn_line_one_byte_at_a_time)
     fixture_close(&f);
 }
 
+/* A held partial line, then a read that completes it and brings a longer partial one: the
+ * rest moves to the front of the conn's own buffer, over itself (memmove, not memcpy: ASan
+ * reports the overlap in make check). */
+TEST(conn_line_rest_longer_than_the_frame_before_it)
+{
+    fixture f;
+    REQUIRE(fixture_open(&f, SK_FRAME_LINE, 0));
+    REQUIRE(fixture_start(&f));
+    send_bytewise(&f, (const unsigned char *)"x", 1, 0); /* held: "x" */
+    const char *more = "\nyyyyyyyyyyyyyyyyyyyy";             /* "x" done; 20 y's held */
+    CHECK(send(f.cfd, more, strlen(more), 0) == (ssize_t)strlen(more));
+    CHECK(wait_frames(f.loop, f.t, 1, 5000));
+    CHECK(send(f.cfd, "z\n", 2, 0) == 2);
+    CHECK(wait_frames(f.loop, f.t, 2, 5000));
+    CHECK(tconn_frame_is_str(f.t, 0, "x"));
+    CHECK(tconn_frame_is_str(f.t, 1, "yyyyyyyyyyyyyyyyyyyyz"));
+    CHECK(f.t->closes == 0);
+    fixture_close(&f);
+}
+
 TEST(conn_len32_one_byte_at_a_time)
 {
     fixture f;
