@@ -45,7 +45,8 @@ typedef struct sk_conn_callbacks {
     void (*on_eof)(sk_conn *c);
     /* The queue fell to the low watermark after passing the high one. */
     void (*on_drain)(sk_conn *c);
-    /* Last call. reason: 0 after a clean close (ours or the peer's), else a negative code:
+    /* Last call; the socket is still open during it (sk_conn_peer_name works) and closed
+     * right after. reason: 0 after a clean close (ours or the peer's), else a negative code:
      * -ECONNREFUSED, -ETIMEDOUT (connect or idle timeout), -ECONNRESET, -EMSGSIZE (a frame over
      * the maximum), -EPIPE, -ENOBUFS ... */
     void (*on_close)(sk_conn *c, int reason);

@@ -283,7 +283,8 @@ void sk__conn_update_interest(sk_conn *c)
 
 /* ---------------------------------------------------------------- closing */
 
-/* Close the fd now and queue on_close + free for the end of this iteration. */
+/* End the conn now for the loop; on_close, close(fd) and free follow at the end of this
+ * iteration. */
 void sk__conn_finish(sk_conn *c, int reason)
 {
     if (c->flags & F_CLOSED)

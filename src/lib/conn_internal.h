@@ -63,7 +63,7 @@ int sk__conn_socket(const sk_conn *c);
 /* conn.c */
 void sk__conn_touch(sk_conn *c);            /* progress: push the idle or linger deadline */
 void sk__conn_update_interest(sk_conn *c);  /* tell the loop what the conn waits for now */
-void sk__conn_finish(sk_conn *c, int reason); /* close the fd now; on_close at iteration end */
+void sk__conn_finish(sk_conn *c, int reason); /* ended now; on_close, close(fd) at iteration end */
 void sk__conn_fail(sk_conn *c, int reason); /* finish, keeping a reason of ours if we had one */
 void sk__conn_after_flush(sk_conn *c);      /* the queue is empty: FIN, or finish, if due */
 
