@@ -27,7 +27,8 @@ void sk_loop_free(sk_loop *loop);
 int sk_loop_run(sk_loop *loop);
 /* Run one iteration, waiting at most timeout_ms (-1: until something happens). For tests. */
 int sk_loop_run_once(sk_loop *loop, int timeout_ms);
-/* Make sk_loop_run() return after the current iteration. Loop thread only. */
+/* Make sk_loop_run() return after the current iteration (or at once, if it is not running
+ * yet: a stop made before sk_loop_run() is not lost). Loop thread only. */
 void sk_loop_stop(sk_loop *loop);
 
 /* Milliseconds on the monotonic clock, cached at the start of each iteration. */

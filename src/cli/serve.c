@@ -347,6 +347,9 @@ static void open_listener(server *srv, const serve_args *a)
     if (rc == SK_ERR_NONAME || rc == SK_ERR_NODATA || rc == SK_ERR_DNSFAIL)
         die(EXIT_RUNTIME, "cannot resolve '%s': %s%s", spec.host, sk_strerror(rc),
             hint_for(rc, false, 0));
+    if (rc == -ENOENT && spec.is_unix)
+        die(EXIT_RUNTIME, "cannot listen on %s: the directory does not exist (create it, or "
+                          "choose a path in an existing directory)", name);
     if (rc < 0)
         die(EXIT_RUNTIME, "cannot listen on %s: %s%s", name, sk_strerror(rc),
             hint_for(rc, spec.is_unix, spec.port));

@@ -385,13 +385,13 @@ SK_API int sk_loop_run_once(sk_loop *loop, int timeout_ms)
 
 SK_API int sk_loop_run(sk_loop *loop)
 {
+    /* A stop asked for before run (a callback that failed at once) is honoured: run returns
+     * without waiting. The flag is cleared on the way out, so the loop can run again. */
+    int rc = 0;
+    while (!loop->stopping && rc == 0)
+        rc = sk_loop_run_once(loop, -1);
     loop->stopping = false;
-    while (!loop->stopping) {
-        int rc = sk_loop_run_once(loop, -1);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
+    return rc;
 }
 
 SK_API void sk_loop_stop(sk_loop *loop)

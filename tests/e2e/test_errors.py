@@ -129,6 +129,16 @@ class RuntimeErrorTests(SockitTestCase):
         self.assertOneErrorLine(r.stderr, "refused", "127.0.0.1:%d" % port)
         self.assertEqual(r.stdout, b"")
 
+    def test_unix_paths_that_do_not_exist(self):
+        """A Unix socket in a missing directory, and a connect to a path with no socket: one
+        line each, exit 1, and connect does not hang (the failure is known at once)."""
+        r = self.run_sockit(["serve", "unix:/nonexistent-dir-for-sockit/s.sock"])
+        self.assertExit(r, 1)
+        self.assertOneErrorLine(r.stderr.decode(), "directory does not exist")
+        r = self.run_sockit(["connect", "unix:/nonexistent-dir-for-sockit/s.sock"])
+        self.assertExit(r, 1)
+        self.assertOneErrorLine(r.stderr.decode(), "no such file")
+
     def test_unix_path_too_long(self):
         path = os.path.join(self.tmpdir, "x" * 200)
         r = self.run_sockit(["serve", "unix:" + path])

@@ -747,6 +747,24 @@ TEST(loop_run_again_after_stop)
     run_stop_child(child_stop_from_timer, (void *)1);
 }
 
+/* A stop made before sk_loop_run() (a connect that failed at once, say) is not lost. */
+static int child_stop_before_run(void *arg, int to_parent)
+{
+    sk_loop *loop;
+    if (sk_loop_new(&loop) != 0)
+        return 10;
+    sk_loop_stop(loop);
+    if (sk_loop_run(loop) != 0) /* with nothing on the loop, this would wait forever */
+        return 11;
+    sk_loop_free(loop);
+    return 0;
+}
+
+TEST(loop_stop_before_run_returns_at_once)
+{
+    run_stop_child(child_stop_before_run, NULL);
+}
+
 TEST(loop_stop_from_posted_fn_returns_run)
 {
     run_stop_child(child_stop_from_post, NULL);
