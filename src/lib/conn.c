@@ -24,7 +24,7 @@
 static const sk_conn_callbacks no_callbacks;
 
 static void conn_io(sk__io *io, unsigned events);
-static void conn_task(sk__task *task);
+static void conn_task(sk_conn *c);
 
 /* ---------------------------------------------------------------- creation */
 
@@ -67,7 +67,6 @@ static sk_conn *conn_new(sk_loop *loop, int fd)
     c->io.fd = fd;
     c->loop = loop;
     c->cb = &no_callbacks;
-    c->task.fn = conn_task;
     c->x = (sk__conn_cold *)&sk__conn_defaults; /* read-only until sk__conn_own() */
     return c;
 }
@@ -297,17 +296,16 @@ void sk__conn_finish(sk_conn *c, int reason)
      * the kernel right after on_close, so on_close can still ask who the peer was. */
     c->io.fd = -1 - c->io.fd;
     if (c->release)
-        c->release(c->release_arg);
+        c->release->fn(c->release);
     c->release = NULL;
     if (c->x->timer)
         sk_timer_stop(c->x->timer);
-    sk__defer(c->loop, &c->task);
+    sk__defer(c->loop, &c->io);
 }
 
-void sk__conn_set_release(sk_conn *c, sk__release_fn fn, void *arg)
+void sk__conn_set_release(sk_conn *c, sk__release *r)
 {
-    c->release = fn;
-    c->release_arg = arg;
+    c->release = r;
 }
 
 /* After the queue empties: send a wanted FIN; finish when both directions are done. */
@@ -363,9 +361,8 @@ void sk__conn_fail(sk_conn *c, int reason)
     sk__conn_finish(c, c->close_reason ? c->close_reason : reason);
 }
 
-static void conn_task(sk__task *task)
+static void conn_task(sk_conn *c)
 {
-    sk_conn *c = (sk_conn *)((char *)task - offsetof(sk_conn, task));
     if (c->flags & F_CLOSED) {
         if (c->cb->on_close)
             c->cb->on_close(c, c->close_reason);
@@ -388,7 +385,7 @@ static void conn_task(sk__task *task)
         sk__conn_on_readable(c);
         /* A record larger than the room of one read: its rest is still inside OpenSSL. */
         if (!(c->flags & F_CLOSED) && sk__tls_pending(c->x->tls))
-            sk__defer(c->loop, &c->task);
+            sk__defer(c->loop, &c->io);
     }
 }
 
@@ -457,6 +454,10 @@ static void handshake_step(sk_conn *c)
 static void conn_io(sk__io *io, unsigned events)
 {
     sk_conn *c = (sk_conn *)io;
+    if (events & SK__DEFERRED) {
+        conn_task(c);
+        return;
+    }
     if (c->flags & F_CONNECTING) {
         on_connected(c);
         return;
@@ -476,7 +477,7 @@ static void conn_io(sk__io *io, unsigned events)
         if (!(c->flags & F_CLOSED) && reading)
             sk__conn_on_readable(c);
         if (!(c->flags & F_CLOSED) && sk__tls_pending(c->x->tls))
-            sk__defer(c->loop, &c->task);
+            sk__defer(c->loop, &c->io);
         return;
     }
     if ((events & SK_WRITABLE) && c->x->out)
@@ -537,7 +538,7 @@ SK_API void sk_conn_resume_reading(sk_conn *c)
     sk__conn_update_interest(c);
     /* TLS: bytes decrypted before the pause wait in OpenSSL, where epoll cannot see them. */
     if (c->x->in_len || (c->flags & F_PEER_EOF) || (c->x->tls && sk__tls_pending(c->x->tls)))
-        sk__defer(c->loop, &c->task);
+        sk__defer(c->loop, &c->io);
 }
 
 SK_API bool sk_conn_input_pending(const sk_conn *c)

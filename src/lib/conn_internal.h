@@ -26,7 +26,7 @@ typedef struct outq {
 /* What only some conns need: settings that differ from the defaults, a deadline, buffered
  * bytes, TLS. A new conn points at the shared read-only defaults (sk__conn_defaults) and gets
  * its own copy the first time it writes one of these (sk__conn_own), so an idle conn costs
- * only its hot part: 88 bytes. */
+ * only its hot part: 72 bytes. */
 typedef struct sk__conn_cold {
     uint8_t *in;            /* a partial frame, or frames held while paused */
     uint32_t in_len, in_cap;
@@ -44,10 +44,8 @@ struct sk_conn {
     sk_loop *loop;
     const sk_conn_callbacks *cb;
     void *data;
-    sk__task task;          /* deferred work: deliver held frames, or finish closing */
     sk__conn_cold *x;       /* &sk__conn_defaults until the conn needs its own */
-    sk__release_fn release; /* the listener's admission count, told when the fd closes */
-    void *release_arg;
+    sk__release *release;   /* the listener's admission count, told when the conn closes */
     uint16_t flags;
     uint8_t frame_kind;
     int close_reason;

@@ -60,8 +60,6 @@ struct sk_dgram {
     sk_loop *loop;
     const sk_dgram_callbacks *cb;
     void *data;
-    sk__task
-        task; /* deferred: errors and drains found in user calls, held datagrams, flush, free */
     unsigned flags;
     int family;
     unsigned batch, max_queue;
@@ -88,7 +86,7 @@ struct sk_dgram {
 };
 
 static void dgram_io(sk__io *io, unsigned events);
-static void dgram_task(sk__task *task);
+static void dgram_task(sk_dgram *d);
 static unsigned flush(sk_dgram *d);
 
 /* ---------------------------------------------------------------- helpers */
@@ -134,7 +132,7 @@ static void report_error(sk_dgram *d, int err, const sk_addr *peer)
             if (peer)
                 d->err_peer = *peer;
         }
-        sk__defer(d->loop, &d->task);
+        sk__defer(d->loop, &d->io);
         return;
     }
     if (d->cb->on_error)
@@ -147,7 +145,7 @@ static void report_drain(sk_dgram *d)
         return;
     if (d->flags & F_IN_CALL) {
         d->flags |= F_DRAIN_OWED;
-        sk__defer(d->loop, &d->task);
+        sk__defer(d->loop, &d->io);
         return;
     }
     if (d->cb->on_drain)
@@ -470,7 +468,7 @@ SK_API int sk_dgram_send(sk_dgram *d, const void *data, size_t len, const sk_add
         flush(d);
         d->flags &= ~(unsigned)F_IN_CALL;
     } else {
-        sk__defer(d->loop, &d->task); /* the rest of the batch leaves at the iteration's end */
+        sk__defer(d->loop, &d->io); /* the rest of the batch leaves at the iteration's end */
     }
     return 0;
 }
@@ -490,6 +488,10 @@ SK_API bool sk_dgram_writable(const sk_dgram *d)
 static void dgram_io(sk__io *io, unsigned events)
 {
     sk_dgram *d = (sk_dgram *)io;
+    if (events & SK__DEFERRED) {
+        dgram_task(d);
+        return;
+    }
     if ((events & SK_WRITABLE) && (d->flags & F_BLOCKED)) {
         unsigned sent = flush(d);
         if (sent == 0 && (d->flags & F_BLOCKED) && !(d->flags & F_CLOSED))
@@ -514,9 +516,8 @@ static void free_dgram(sk_dgram *d)
     free(d);
 }
 
-static void dgram_task(sk__task *task)
+static void dgram_task(sk_dgram *d)
 {
-    sk_dgram *d = (sk_dgram *)((char *)task - offsetof(sk_dgram, task));
     if (d->flags & F_CLOSED) {
         free_dgram(d);
         return;
@@ -668,7 +669,6 @@ SK_API int sk_dgram_open(sk_loop *loop, const sk_addr *bind_addr, const sk_addr 
     d->cb = callbacks;
     d->data = data;
     d->family = family;
-    d->task.fn = dgram_task;
     d->max_size = o->max_size ? o->max_size : SK_DGRAM_MAX_SIZE_DEFAULT;
     d->batch = o->batch > SK_DGRAM_BATCH_MAX ? SK_DGRAM_BATCH_MAX : o->batch;
     if (d->batch == 0) { /* the default batch, fewer slots when they are large: <= 1 MiB */
@@ -718,7 +718,7 @@ SK_API void sk_dgram_close(sk_dgram *d)
         unlink(d->unix_path);
     sk_timer_free(d->retry);
     d->retry = NULL;
-    sk__defer(d->loop, &d->task);
+    sk__defer(d->loop, &d->io);
 }
 
 /* ---------------------------------------------------------------- pause, queries */
@@ -735,7 +735,7 @@ SK_API void sk_dgram_resume_reading(sk_dgram *d)
         return;
     d->flags &= ~(unsigned)F_PAUSED;
     if (d->rnext < d->rcount)
-        sk__defer(d->loop, &d->task); /* held datagrams first; reading follows */
+        sk__defer(d->loop, &d->io); /* held datagrams first; reading follows */
     update_interest(d);
 }
 

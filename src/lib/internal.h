@@ -19,6 +19,7 @@ struct sk__io {
     int fd;
     unsigned events; /* SK_READABLE | SK_WRITABLE as registered now */
     sk__io_cb cb;
+    sk__io *next_deferred; /* non-NULL exactly while sk__defer() has it queued */
 };
 /* Register, change (a no-op when unchanged) and remove interest. 0 or -errno. */
 int sk__io_start(sk_loop *loop, sk__io *io, int fd, unsigned events, sk__io_cb cb);
@@ -26,13 +27,12 @@ int sk__io_update(sk_loop *loop, sk__io *io, unsigned events);
 void sk__io_stop(sk_loop *loop, sk__io *io);
 
 /* ---- work run at the end of the current loop iteration ---- */
-typedef struct sk__task sk__task;
-struct sk__task {
-    sk__task *next; /* non-NULL exactly while queued (the last one points to an end marker) */
-    void (*fn)(sk__task *task);
-};
-/* Queue task once (a no-op if it is already queued). */
-void sk__defer(sk_loop *loop, sk__task *task);
+/* The event an io's callback receives for work it deferred: closing callbacks and frees, frames
+ * held during a pause. Deferred work rides on the io every object already has, which keeps a
+ * conn one pointer smaller than a separate task would. */
+enum { SK__DEFERRED = 4 };
+/* Call io->cb(io, SK__DEFERRED) once at the end of this iteration (a no-op if queued). */
+void sk__defer(sk_loop *loop, sk__io *io);
 
 /* ---- the backend (loop_epoll.c): the only part that knows epoll ---- */
 int sk__backend_open(void);
@@ -62,9 +62,13 @@ uint8_t *sk__loop_read_buf(sk_loop *loop);
 
 /* ---- conns made by the listener ---- */
 int sk__conn_accepted(sk_loop *loop, int fd, sk_conn **out);
-/* Called once when the conn's fd is closed: the listener's live-conn counts (admission). */
-typedef void (*sk__release_fn)(void *arg);
-void sk__conn_set_release(sk_conn *c, sk__release_fn fn, void *arg);
+/* Told once when a conn closes (the listener's live counts). Embedded in the counting
+ * object, so the conn holds one pointer. */
+typedef struct sk__release sk__release;
+struct sk__release {
+    void (*fn)(sk__release *self);
+};
+void sk__conn_set_release(sk_conn *c, sk__release *r);
 /* A peer's IP as (AF_INET, 4 bytes) or (AF_INET6, 16); IPv4-mapped IPv6 counts as IPv4.
  * false for a Unix peer (cidr.c). */
 bool sk__addr_ip(const sk_addr *addr, int *family, uint8_t ip[16]);

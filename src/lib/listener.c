@@ -24,6 +24,7 @@ typedef struct admit admit;
 
 /* Live conns from one client IP. */
 typedef struct ipent {
+    sk__release release; /* a conn from this IP closed */
     struct ipent *next;
     admit *adm;
     uint32_t count;
@@ -34,11 +35,15 @@ typedef struct ipent {
 /* The live-conn counts. Conns outlive their listener, so this does too: sk_listener_close()
  * detaches it, and the last conn's release frees it. */
 struct admit {
-    sk_listener *l; /* NULL once the listener is closed */
+    sk__release release; /* a conn closed */
+    sk_listener *l;      /* NULL once the listener is closed */
     uint64_t live;
     ipent **buckets; /* per-IP counts, only with max_per_ip */
     size_t nbuckets, nentries;
 };
+
+static void release_conn(sk__release *r);
+static void release_ip(sk__release *r);
 
 typedef struct cause_log {
     uint64_t unreported; /* refusals (or pauses) since the last log line */
@@ -57,7 +62,6 @@ struct sk_listener {
     char *unix_path; /* the socket file we created, removed on close */
     sk_addr addr;
     sk_listener_stats stats;
-    sk__task free_task; /* freed at the end of the iteration: close is safe from on_accept */
     /* admission control */
     admit *adm;
     uint32_t max_conns, max_per_ip;
@@ -251,6 +255,7 @@ static ipent *ip_get(admit *a, int family, const uint8_t *ip)
     ipent *e = calloc(1, sizeof *e);
     if (!e)
         return NULL;
+    e->release.fn = release_ip;
     e->adm = a;
     e->family = family;
     memcpy(e->ip, ip, family == AF_INET ? 4 : 16);
@@ -288,15 +293,15 @@ static void admit_release(admit *a)
         admit_free(a);
 }
 
-/* Called by the conn when its fd is closed. */
-static void release_conn(void *arg)
+/* Called by the conn when it closes. */
+static void release_conn(sk__release *r)
 {
-    admit_release(arg);
+    admit_release((admit *)r);
 }
 
-static void release_ip(void *arg)
+static void release_ip(sk__release *r)
 {
-    ipent *e = arg;
+    ipent *e = (ipent *)r;
     admit *a = e->adm;
     e->count--;
     ip_put(a, e);
@@ -376,17 +381,24 @@ static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss
     l->adm->live++;
     if (ent) {
         ent->count++;
-        sk__conn_set_release(c, release_ip, ent);
+        sk__conn_set_release(c, &ent->release);
     } else {
-        sk__conn_set_release(c, release_conn, l->adm);
+        sk__conn_set_release(c, &l->adm->release);
     }
     l->stats.accepted++;
     l->on_accept(l, c);
 }
 
+static void free_listener(sk_listener *l);
+
 static void listener_ready(sk__io *io, unsigned events)
 {
     sk_listener *l = (sk_listener *)io;
+    if (events & SK__DEFERRED) { /* closed: freed at the end of the iteration, so that closing
+                                  * from on_accept is safe */
+        free_listener(l);
+        return;
+    }
     for (int i = 0; i < ACCEPTS_PER_WAKEUP && io->fd >= 0 && (io->events & SK_READABLE); i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
@@ -494,6 +506,7 @@ static int copy_admission(sk_listener *l, const sk_listen_options *o)
     l->adm = calloc(1, sizeof *l->adm);
     if (!l->adm)
         return -ENOMEM;
+    l->adm->release.fn = release_conn;
     l->adm->l = l;
     l->max_conns = o->max_conns;
     l->max_per_ip = o->max_per_ip;
@@ -614,9 +627,8 @@ SK_API void sk_listener_get_stats(const sk_listener *l, sk_listener_stats *out)
     out->live = l->adm ? l->adm->live : 0;
 }
 
-static void free_listener(sk__task *task)
+static void free_listener(sk_listener *l)
 {
-    sk_listener *l = (sk_listener *)((char *)task - offsetof(sk_listener, free_task));
     free(l->allow);
     free(l->deny);
     free(l->full_message);
@@ -651,6 +663,5 @@ SK_API void sk_listener_close(sk_listener *l)
             admit_free(l->adm);
         l->adm = NULL;
     }
-    l->free_task.fn = free_listener;
-    sk__defer(l->loop, &l->free_task);
+    sk__defer(l->loop, &l->io);
 }

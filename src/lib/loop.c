@@ -53,7 +53,7 @@ struct sk_loop {
     sk_timer *timers;   /* all of them, running or not */
     uint64_t timer_seq;
     /* deferred tasks, run in order at the end of an iteration */
-    sk__task *tasks_head, *tasks_tail;
+    sk__io *tasks_head, *tasks_tail; /* deferred work, linked through next_deferred */
     /* signals */
     sk__io signal_io;
     sigset_t signal_mask;
@@ -340,32 +340,32 @@ static int next_timeout(const sk_loop *loop, int timeout_ms)
 
 /* ---------------------------------------------------------------- deferred tasks */
 
-/* Ends every task list, so that a queued task's next is never NULL: that is its "queued" flag,
- * which keeps sk__task (embedded in every conn) at two pointers. */
-static sk__task end_of_tasks;
+/* Ends every deferred list, so that a queued io's next_deferred is never NULL: that is its
+ * "queued" flag, with no field of its own. */
+static sk__io end_of_deferred;
 
-void sk__defer(sk_loop *loop, sk__task *task)
+void sk__defer(sk_loop *loop, sk__io *io)
 {
-    if (task->next)
+    if (io->next_deferred)
         return; /* already queued */
-    task->next = &end_of_tasks;
+    io->next_deferred = &end_of_deferred;
     if (loop->tasks_tail)
-        loop->tasks_tail->next = task;
+        loop->tasks_tail->next_deferred = io;
     else
-        loop->tasks_head = task;
-    loop->tasks_tail = task;
+        loop->tasks_head = io;
+    loop->tasks_tail = io;
 }
 
 static void run_tasks(sk_loop *loop)
 {
-    /* Only the tasks queued before this pass: one queued meanwhile waits an iteration. */
-    sk__task *task = loop->tasks_head;
+    /* Only the work queued before this pass: work queued meanwhile waits an iteration. */
+    sk__io *io = loop->tasks_head;
     loop->tasks_head = loop->tasks_tail = NULL;
-    while (task && task != &end_of_tasks) {
-        sk__task *next = task->next;
-        task->next = NULL;
-        task->fn(task); /* may free the memory holding task */
-        task = next;
+    while (io && io != &end_of_deferred) {
+        sk__io *next = io->next_deferred;
+        io->next_deferred = NULL;
+        io->cb(io, SK__DEFERRED); /* may free the memory holding io */
+        io = next;
     }
 }
 
