@@ -173,6 +173,22 @@ static sk_tls_ctx *pinning_client(sk_tls_ctx *server, const char *alpn)
     return rc == 0 ? ctx : NULL;
 }
 
+/* A self-signed server, a client pinning it, and one connection both sides have seen complete
+ * (the set-up most tests below share). The caller frees the fixture and both contexts. */
+static bool connected_pair(tls_fix *f, tconn *cl, sk_tls_ctx **sctx, sk_tls_ctx **cctx,
+                           sk_frame_kind kind)
+{
+    *sctx = self_signed_server(NULL);
+    *cctx = *sctx ? pinning_client(*sctx, NULL) : NULL;
+    if (!*cctx || !fix_open(f, *sctx, kind) || !fix_client(f, cl, *cctx, "localhost", kind))
+        return false;
+    CHECK(run_until(f->loop, &cl->connected, WAIT_MS));
+    if (f->nsrv != 1)
+        return false;
+    CHECK(run_until(f->loop, &f->srv[0].connected, WAIT_MS));
+    return true;
+}
+
 /* ---------------------------------------------------------------- certificates from openssl */
 
 typedef struct pki {
@@ -868,17 +884,10 @@ TEST(tls_close_notify_versus_truncation)
 
 TEST(tls_pending_200_lines_in_a_burst)
 {
-    sk_tls_ctx *sctx = self_signed_server(NULL);
-    REQUIRE(sctx);
-    sk_tls_ctx *cctx = pinning_client(sctx, NULL);
-    REQUIRE(cctx);
+    sk_tls_ctx *sctx, *cctx;
     tls_fix f;
-    REQUIRE(fix_open(&f, sctx, SK_FRAME_LINE));
     tconn cl;
-    REQUIRE(fix_client(&f, &cl, cctx, "localhost", SK_FRAME_LINE));
-    CHECK(run_until(f.loop, &cl.connected, WAIT_MS));
-    REQUIRE(f.nsrv == 1);
-    CHECK(run_until(f.loop, &f.srv[0].connected, WAIT_MS));
+    REQUIRE(connected_pair(&f, &cl, &sctx, &cctx, SK_FRAME_LINE));
     /* 200 writes, 200 records, all sent before the server reads any; then nothing */
     for (int i = 0; i < 200 && cl.conn; i++) {
         char line[32];
@@ -933,17 +942,10 @@ TEST(tls_pending_rest_of_a_record_after_a_partial_frame)
  * more socket activity. */
 TEST(tls_pending_delivered_after_resume)
 {
-    sk_tls_ctx *sctx = self_signed_server(NULL);
-    REQUIRE(sctx);
-    sk_tls_ctx *cctx = pinning_client(sctx, NULL);
-    REQUIRE(cctx);
+    sk_tls_ctx *sctx, *cctx;
     tls_fix f;
-    REQUIRE(fix_open(&f, sctx, SK_FRAME_RAW));
     tconn cl;
-    REQUIRE(fix_client(&f, &cl, cctx, "localhost", SK_FRAME_RAW));
-    CHECK(run_until(f.loop, &cl.connected, WAIT_MS));
-    REQUIRE(f.nsrv == 1);
-    CHECK(run_until(f.loop, &f.srv[0].connected, WAIT_MS));
+    REQUIRE(connected_pair(&f, &cl, &sctx, &cctx, SK_FRAME_RAW));
     tconn *s = &f.srv[0];
     s->pause_at = 1;
     /* 7 records of 10000 bytes: the first read (64 KiB) ends inside the last record */
@@ -1188,17 +1190,10 @@ TEST(tls_8mib_through_a_pausing_echo)
  * nothing is delivered until sk_conn_resume_reading(). */
 TEST(tls_paused_conn_does_not_deliver_while_flushing)
 {
-    sk_tls_ctx *sctx = self_signed_server(NULL);
-    REQUIRE(sctx);
-    sk_tls_ctx *cctx = pinning_client(sctx, NULL);
-    REQUIRE(cctx);
+    sk_tls_ctx *sctx, *cctx;
     tls_fix f;
-    REQUIRE(fix_open(&f, sctx, SK_FRAME_RAW));
     tconn cl;
-    REQUIRE(fix_client(&f, &cl, cctx, "localhost", SK_FRAME_RAW));
-    CHECK(run_until(f.loop, &cl.connected, WAIT_MS));
-    REQUIRE(f.nsrv == 1);
-    CHECK(run_until(f.loop, &f.srv[0].connected, WAIT_MS));
+    REQUIRE(connected_pair(&f, &cl, &sctx, &cctx, SK_FRAME_RAW));
     tconn *s = &f.srv[0];
     REQUIRE(s->conn && cl.conn);
     /* small kernel buffers: the server's flush keeps running into EAGAIN (WANT_WRITE) */
