@@ -31,7 +31,7 @@ int sk_loop_run_once(sk_loop *loop, int timeout_ms);
  * yet: a stop made before sk_loop_run() is not lost). Loop thread only. */
 void sk_loop_stop(sk_loop *loop);
 
-/* Milliseconds on the monotonic clock, cached at the start of each iteration. */
+/* Milliseconds on the monotonic clock, read again each time a wait ends (before any callback). */
 uint64_t sk_loop_now(const sk_loop *loop);
 
 /* ---- descriptors you own (standard input, pipes, anything pollable) ---- */

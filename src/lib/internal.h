@@ -37,8 +37,11 @@ void sk__defer(sk_loop *loop, sk__io *io);
 /* ---- the backend (loop_epoll.c): the only part that knows epoll ---- */
 int sk__backend_open(void);
 int sk__backend_ctl(int bfd, int op, sk__io *io, unsigned events); /* op: 0 add, 1 mod, 2 del */
-/* Wait up to timeout_ms and call each ready io's callback. Returns events seen or -errno. */
-int sk__backend_poll(int bfd, int timeout_ms);
+/* Wait up to timeout_ms, set *now to sk__monotonic_ms() when the wait ends, then call each
+ * ready io's callback. Returns events seen or -errno. */
+int sk__backend_poll(int bfd, int timeout_ms, uint64_t *now);
+/* CLOCK_MONOTONIC in milliseconds: the loop's clock. */
+uint64_t sk__monotonic_ms(void);
 
 /* ---- error text for parsers ---- */
 /* Write a sentence into err (when not NULL) and return -EINVAL: `return sk__fail_text(...)`. */

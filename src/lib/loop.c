@@ -72,7 +72,7 @@ struct sk_loop {
     uint8_t read_buf[SK__READ_BUF];
 };
 
-static uint64_t monotonic_ms(void)
+uint64_t sk__monotonic_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -132,7 +132,7 @@ SK_API int sk_loop_new(sk_loop **out)
     }
     pthread_mutex_init(&loop->post_lock, NULL);
     sigemptyset(&loop->signal_mask);
-    loop->now = monotonic_ms();
+    loop->now = sk__monotonic_ms();
     *out = loop;
     return 0;
 }
@@ -373,11 +373,13 @@ static void run_tasks(sk_loop *loop)
 
 SK_API int sk_loop_run_once(sk_loop *loop, int timeout_ms)
 {
-    loop->now = monotonic_ms();
-    int rc = sk__backend_poll(loop->backend_fd, next_timeout(loop, timeout_ms));
+    loop->now = sk__monotonic_ms();
+    /* The backend reads the clock again as soon as the wait ends, before any callback runs:
+     * a timer started or a deadline measured in a callback counts from now, not from when
+     * the loop went to sleep (a stale clock cut active clients and short-changed timeouts). */
+    int rc = sk__backend_poll(loop->backend_fd, next_timeout(loop, timeout_ms), &loop->now);
     if (rc < 0)
         return rc;
-    loop->now = monotonic_ms();
     run_timers(loop);
     run_tasks(loop);
     return 0;

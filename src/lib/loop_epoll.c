@@ -33,10 +33,11 @@ int sk__backend_ctl(int bfd, int op, sk__io *io, unsigned events)
     return epoll_ctl(bfd, ops[op], io->fd, &ev) < 0 ? -errno : 0;
 }
 
-int sk__backend_poll(int bfd, int timeout_ms)
+int sk__backend_poll(int bfd, int timeout_ms, uint64_t *now)
 {
     struct epoll_event evs[MAX_EVENTS];
     int n = epoll_wait(bfd, evs, MAX_EVENTS, timeout_ms);
+    *now = sk__monotonic_ms();
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
     for (int i = 0; i < n; i++) {

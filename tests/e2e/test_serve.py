@@ -332,6 +332,18 @@ class EchoTests(SockitTestCase):
         self.assertTrue(srv.running(), srv.describe())
 
 
+    def test_idle_timeout_spares_a_client_that_keeps_talking(self):
+        """Issue 18.1: a byte every second under --idle-timeout 1.8 keeps the client alive. With
+        the loop's clock read before the wait, each re-armed timer lost the second slept and
+        the client was cut after its first line."""
+        srv = self.serve("--mode", "echo", "--idle-timeout", "1.8")
+        c = self.connect(srv)
+        for i in range(4):
+            time.sleep(1.0)
+            c.sendall(b"t%d\n" % i)
+            self.assertEqual(recv_exact(c, 3), b"t%d\n" % i, "cut while active")
+        self.assertTrue(srv.running(), srv.describe())
+
     def test_backpressure_client_that_sends_without_reading(self):
         """A client sends 128 MiB before reading anything: the server must stop reading from it
         (back-pressure) instead of queueing without limit or dropping it, and every byte

@@ -850,3 +850,69 @@ TEST(loop_log_level_filters)
     sk_loop_run_once(loop, 0);
     sk_loop_free(loop);
 }
+
+/* ---- the loop's clock after a long wait ---- */
+
+static uint64_t real_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+struct late_wake {
+    sk_loop *loop;
+    int pipe[2];
+    uint64_t now_in_cb, real_in_cb, real_fired;
+    sk_timer *timer;
+};
+
+static void *late_writer(void *arg)
+{
+    struct late_wake *w = arg;
+    struct timespec d = {0, 400 * 1000000L};
+    nanosleep(&d, NULL);
+    ssize_t n = write(w->pipe[1], "x", 1);
+    (void)n;
+    return NULL;
+}
+
+static void late_timer_cb(sk_timer *timer, void *arg)
+{
+    struct late_wake *w = arg;
+    w->real_fired = real_ms();
+    sk_loop_stop(w->loop);
+}
+
+static void late_readable(sk_loop *loop, int fd, unsigned events, void *arg)
+{
+    struct late_wake *w = arg;
+    char c;
+    ssize_t n = read(fd, &c, 1);
+    (void)n;
+    w->now_in_cb = sk_loop_now(loop);
+    w->real_in_cb = real_ms();
+    sk_loop_unwatch(loop, fd);
+    sk_timer_start(w->timer, 200, 0); /* must count from now, not from when the wait began */
+}
+
+TEST(clock_is_fresh_in_callbacks_after_a_long_wait)
+{
+    /* The loop sleeps 400 ms with nothing due; the descriptor's callback then sees the time of
+     * waking, and a 200 ms timer started there fires 200 ms later, never at once. */
+    struct late_wake w = {0};
+    REQUIRE(sk_loop_new(&w.loop) == 0);
+    REQUIRE(pipe(w.pipe) == 0);
+    REQUIRE(sk_timer_new(w.loop, late_timer_cb, &w, &w.timer) == 0);
+    REQUIRE(sk_loop_watch(w.loop, w.pipe[0], SK_READABLE, late_readable, &w) == 0);
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, late_writer, &w) == 0);
+    sk_loop_run(w.loop);
+    pthread_join(th, NULL);
+    CHECK(w.real_in_cb - w.now_in_cb < 100); /* stale by the whole wait (400 ms) before the fix */
+    CHECK(w.real_fired >= w.real_in_cb + 190);
+    sk_timer_free(w.timer);
+    close(w.pipe[0]);
+    close(w.pipe[1]);
+    sk_loop_free(w.loop);
+}
