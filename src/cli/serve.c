@@ -357,7 +357,8 @@ static void open_listener(server *srv, const serve_args *a)
     sk_listener_addr(srv->listener, &bound);
     sk_addr_format(&bound, name, sizeof name);
     if (a->verbosity != VERBOSITY_QUIET) {
-        fprintf(stderr, "listening on %s\n", name);
+        /* The scheme is printed, as for udp://, so the line pasted into connect speaks TLS. */
+        fprintf(stderr, "listening on %s%s\n", srv->tls ? "tls://" : "", name);
         fflush(stderr);
     }
 }

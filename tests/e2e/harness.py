@@ -43,7 +43,10 @@ LISTENING_RE = re.compile(r"^listening on (.*)$")
 
 
 def parse_addr(text):
-    """'127.0.0.1:80' / '[::1]:80' / 'unix:/p' -> (family, sockaddr). Raises ValueError."""
+    """'127.0.0.1:80' / '[::1]:80' / 'unix:/p' -> (family, sockaddr). Raises ValueError.
+    A tls:// prefix (serve tls:// prints it) is skipped: the socket address is the same."""
+    if text.startswith("tls://"):
+        text = text[len("tls://"):]
     if text.startswith("unix:"):
         return socket.AF_UNIX, text[len("unix:"):]
     m = re.fullmatch(r"\[([^\]]+)\]:(\d+)", text)

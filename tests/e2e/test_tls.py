@@ -156,6 +156,16 @@ class TlsTests(SockitTestCase):
         self.fails_one_line(["connect", self.target(srv)], "verify failed",
                             ("self-signed", "self signed"))
 
+    def test_listening_line_names_the_scheme(self):
+        """Issue 18.10: the line says tls://, so pasting it into connect speaks TLS."""
+        srv = self.start(["serve", "tls://127.0.0.1:0", "-m", "echo"], cls=Server)
+        pin = srv.wait_line(PIN_RE).group(1)
+        srv.await_listening()
+        self.assertTrue(srv.address.startswith("tls://127.0.0.1:"), srv.address)
+        r = self.run_sockit(["connect", srv.address, "--pin", pin], input=b"pasted\n")
+        self.assertExit(r, 0)
+        self.assertEqual(r.stdout, b"pasted\n")
+
     def test_self_signed_refused_unless_pinned_or_insecure(self):
         srv = self.serve_tls("-m", "echo", cert=self.pki.self_signed,
                              key=self.pki.self_signed_key)
