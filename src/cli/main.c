@@ -1,7 +1,10 @@
 /* sockit: one command, several tools. main() only dispatches. */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -24,8 +27,24 @@ static const char usage[] =
     "\n"
     "Exit status: 0 success, 1 runtime failure, 2 usage error. See sockit(1).\n";
 
+/* Started with standard input, output or error closed (`<&-`, `>&-`), the next descriptor
+ * opened (the epoll set, a socket) would take that number and be mistaken for the stream.
+ * /dev/null takes the place instead: a closed input reads as EOF, a closed output discards,
+ * as nc does. */
+static void fill_closed_std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        int got = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        if (got >= 0 && got != fd) /* lower slots are filled first, so this cannot happen */
+            close(got);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    fill_closed_std_fds();
     /* Sockets use MSG_NOSIGNAL; this covers a closed standard output (sockit connect | head). */
     signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import unittest
 
-from harness import (GREETING, SOCKIT, Deadline, SockitTestCase, free_tcp_port,
+from harness import (GREETING, RUN_TIMEOUT, SOCKIT, Deadline, SockitTestCase, free_tcp_port,
                      ipv6_loopback_available, kill_pid, read_fd_until, recv_until_eof, sha256,
                      wait_until)
 
@@ -60,6 +60,19 @@ class ConnectTests(SockitTestCase):
         self.assertExit(r, 0)
         self.assertEqual(r.stdout, b"hi\n")
         self.assertEqual(r.stderr, b"", "nothing on stderr when all goes well")
+
+    def test_closed_stdin_or_stdout(self):
+        """Issue 18.6: started with standard input or output closed (`<&-`, `>&-`), connect
+        works as nc does: a closed input is EOF, a closed output discards."""
+        srv = self.serve("--mode", "greet")
+        base = "exec %s connect 127.0.0.1 %d" % (SOCKIT, srv.port)
+        r = subprocess.run(["sh", "-c", base + " <&-"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=RUN_TIMEOUT)
+        self.assertEqual((r.returncode, r.stderr), (0, b""))
+        self.assertEqual(r.stdout, b"Hi from server\n")
+        r = subprocess.run(["sh", "-c", base + " >&- </dev/null"], stderr=subprocess.PIPE,
+                           timeout=RUN_TIMEOUT)
+        self.assertEqual((r.returncode, r.stderr), (0, b""))
 
     def test_echo_hi_single_address_argument(self):
         srv = self.serve("--mode", "echo")
