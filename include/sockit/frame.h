@@ -6,7 +6,8 @@
  *
  *   SK_FRAME_RAW    every read is delivered as it came (no reassembly)
  *   SK_FRAME_LINE   a frame ends at '\n'; a '\r' just before it is dropped too; the frame
- *                   excludes the terminator
+ *                   excludes the terminator. On a conn, bytes left without '\n' at the
+ *                   peer's EOF are delivered as a last frame before on_eof.
  *   SK_FRAME_LEN32  a 4-byte big-endian length, then that many bytes; the frame is the payload
  */
 #ifndef SOCKIT_FRAME_H

@@ -369,6 +369,15 @@ static void report_eof(sk_conn *c)
     if (c->flags & (F_CLOSING | F_CLOSED | F_PAUSED | F_EOF_REPORTED))
         return; /* paused: sk_conn_resume_reading() brings us back here */
     c->flags |= F_EOF_REPORTED;
+    if (c->x->in_len && c->frame_kind == SK_FRAME_LINE) {
+        /* A last line without its newline is still a line: the FIN ends it, as it does for
+         * every line-reading program (read, fgets, Python's readline). */
+        if (c->cb->on_frame)
+            c->cb->on_frame(c, c->x->in, c->x->in_len);
+        keep_rest(c, c->x->in, 0);
+        if (c->flags & (F_CLOSING | F_CLOSED))
+            return;
+    }
     if (c->x->in_len) {
         /* The stream ended inside a frame: nothing can complete it. */
         sk__log(c->loop, SK_LOG_WARN, "fd=%d: stream ended inside a frame (%u bytes dropped)",

@@ -133,7 +133,7 @@ class BenchTests(SockitTestCase):
 
     def test_echo_over_tls(self):
         srv = self.serve("--mode", "echo", address="tls://127.0.0.1:0")
-        out = self.bench_json("tls://" + srv.address, "--insecure", "-c", "2", "-d", "2",
+        out = self.bench_json(srv.address, "--insecure", "-c", "2", "-d", "2",
                               *SHORT)
         self.assertTrue(out["address"].startswith("tls://"))
         self.assertGreater(out["messages"], 0)

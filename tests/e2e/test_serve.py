@@ -332,6 +332,14 @@ class EchoTests(SockitTestCase):
         self.assertTrue(srv.running(), srv.describe())
 
 
+    def test_line_echo_returns_a_last_line_without_newline(self):
+        """Issue 18.4: at EOF a partial line is a frame: `printf hi | sockit connect` to
+        `serve -m echo --frame line` prints hi (with the newline line framing adds)."""
+        srv = self.serve("--mode", "echo", "--frame", "line")
+        r = self.run_sockit(["connect"] + srv.connect_args(), input=b"one\ntwo")
+        self.assertExit(r, 0)
+        self.assertEqual(r.stdout, b"one\ntwo\n")
+
     def test_idle_timeout_spares_a_client_that_keeps_talking(self):
         """Issue 18.1: a byte every second under --idle-timeout 1.8 keeps the client alive. With
         the loop's clock read before the wait, each re-armed timer lost the second slept and
