@@ -518,6 +518,16 @@ class OtherModeTests(SockitTestCase):
         self.assertTrue(srv.running(), srv.describe())
 
 
+    def test_source_keeps_sending_after_half_close(self):
+        """Issue 18.11, RFC 864: a client that shuts down its write side still gets the
+        stream; only its close ends it (as the man page says)."""
+        srv = self.serve("--mode", "source")
+        c = self.connect(srv)
+        c.shutdown(socket.SHUT_WR)
+        self.assertEqual(len(recv_exact(c, 1 << 20, 60)), 1 << 20)
+        self.assertTrue(srv.running(), srv.describe())
+
+
 class ChatTests(SockitTestCase):
 
     def test_three_clients_join_talk_leave(self):
