@@ -252,6 +252,20 @@ static char *ask(const char *question, char *buf, size_t len)
     return buf;
 }
 
+/* An answer to the address question that already names the port: HOST:PORT (one colon; an
+ * IPv6 address has several), [V6]:PORT, or a scheme such as unix: or tls://. */
+static bool is_whole_address(const char *text)
+{
+    const char *colon = strchr(text, ':');
+    if (!colon)
+        return false;
+    if (!strncmp(text, "unix:", 5) || !strncmp(text, "unix-dgram:", 11) || strstr(text, "://"))
+        return true;
+    if (text[0] == '[')
+        return strstr(text, "]:") != NULL;
+    return strchr(colon + 1, ':') == NULL;
+}
+
 /* ADDRESS, or HOST PORT, or the answers to the seed's two questions, as one address text. */
 static void address_text(int argc, char **argv, char *out, size_t len)
 {
@@ -269,6 +283,10 @@ static void address_text(int argc, char **argv, char *out, size_t len)
             die(EXIT_USAGE, "connect needs an address: sockit connect HOST PORT (it asks for "
                             "one only when standard input is a terminal)");
         host = ask("Enter server address: ", host_buf, sizeof host_buf);
+        if (is_whole_address(host)) { /* "localhost:8080" answered at once: no second question */
+            snprintf(out, len, "%s", host);
+            return;
+        }
         port = ask("Enter server port: ", port_buf, sizeof port_buf);
     } else {
         die(EXIT_USAGE, "too many arguments: use sockit connect ADDRESS or HOST PORT");

@@ -230,6 +230,16 @@ class PromptTests(SockitTestCase):
         self.assertIn(b"Hi from server", term)
         self.assertEqual(status, 0, "exit status; terminal: %r" % term)
 
+    def test_prompt_takes_host_colon_port_at_once(self):
+        """Issue 18.12: HOST:PORT typed at the address question is the whole address; the port
+        question is not asked (it used to fail with a bracket error)."""
+        srv = self.serve()
+        term, _, status = self._run_on_pty(
+            [(b"Enter server address: ", b"127.0.0.1:%d\n" % srv.port)], stdout_pipe=False)
+        self.assertIn(b"Hi from server", term)
+        self.assertNotIn(b"Enter server port", term)
+        self.assertEqual(status, 0, "exit status; terminal: %r" % term)
+
     def test_prompts_on_terminal_output_on_stdout(self):
         """Prompts go to the terminal (stderr), the server's bytes to stdout, unchanged."""
         srv = self.serve()
