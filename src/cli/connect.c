@@ -212,6 +212,22 @@ static const sk_conn_callbacks callbacks = {
 };
 
 /* Connect to the next resolved address; after the last, report the last failure. */
+/* A hint for a failed handshake. Only bytes that are not TLS at all (OpenSSL's "wrong version
+ * number", "packet length too long", "http request") suggest a plaintext port; an alert is a
+ * real TLS server refusing, and says so. */
+static const char *tls_failure_hint(const char *error)
+{
+    static const char *const plaintext[] = {"wrong version number", "packet length too long",
+                                            "http request", "unexpected eof"};
+    for (size_t i = 0; i < sizeof plaintext / sizeof plaintext[0]; i++)
+        if (strstr(error, plaintext[i]))
+            return " (is it a TLS port?)";
+    if (strstr(error, "alert"))
+        return " (the server refused the handshake: it may need another TLS version, --alpn "
+               "protocol or a client certificate)";
+    return "";
+}
+
 static void try_next(client_state *st)
 {
     while (st->addr_next < st->addr_count) {
@@ -225,12 +241,15 @@ static void try_next(client_state *st)
         st->last_error = rc;
     }
     int err = st->last_error;
-    if (err == SK_ERR_TLS_VERIFY)
+    if (err == SK_ERR_TLS_VERIFY && !strncmp(st->tls_error, "the certificate is for ", 23))
+        msg("cannot connect to %s: %s (connect by one of those names, or verify one with "
+            "--sni NAME)", st->name, st->tls_error);
+    else if (err == SK_ERR_TLS_VERIFY)
         msg("cannot connect to %s: %s (use --ca FILE to trust its issuer, or --pin with its "
             "fingerprint)", st->name, st->tls_error);
     else if (err == SK_ERR_TLS)
-        msg("cannot connect to %s: TLS handshake failed: %s (is it a TLS port?)", st->name,
-            st->tls_error);
+        msg("cannot connect to %s: TLS handshake failed: %s%s", st->name, st->tls_error,
+            tls_failure_hint(st->tls_error));
     else if (err == -ETIMEDOUT)
         msg("cannot connect to %s: timed out after %.1f s%s", st->name,
             (double)st->timeout_ms / 1000.0, hint_for(err, false, 0));

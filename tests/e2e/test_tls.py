@@ -197,6 +197,9 @@ class TlsTests(SockitTestCase):
                                     "--sni", "wrong.example"], "is for localhost",
                                    "wrong.example")
         self.assertIn("127.0.0.1", line)
+        # Issue 18.9: the fix for a name mismatch is the name, not another CA.
+        self.assertIn("--sni NAME", line)
+        self.assertNotIn("--ca", line)
         other = self.serve_tls("-m", "echo", cert=self.pki.wrong_name,
                                key=self.pki.wrong_name_key)
         self.fails_one_line(["connect", self.target(other), "--ca", self.pki.ca],
