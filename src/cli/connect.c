@@ -48,6 +48,10 @@ static const char connect_usage[] =
     "2 usage error.\n";
 
 #define STDIN_CHUNK 65536
+/* After the server's FIN, standard input is still sent (the FIN ends only the server's
+ * direction), until its EOF or until it has been quiet this long: a terminal or an idle pipe
+ * then ends the client, as socat's -t does. */
+#define AFTER_PEER_EOF_QUIET_MS 500
 
 typedef struct client_state {
     sk_loop *loop;
@@ -57,8 +61,9 @@ typedef struct client_state {
     int addr_count, addr_next;
     uint64_t timeout_ms, idle_ms;
     bool close_on_eof;
-    bool stdin_watched, stdin_done, stdin_is_file, connected;
+    bool stdin_watched, stdin_done, stdin_is_file, connected, peer_done;
     sk_timer *file_pump;
+    sk_timer *quiet; /* after the server's FIN: standard input quiet for too long */
     sk_tls_ctx *tls;
     const char *tls_name; /* verified and sent as SNI */
     char tls_error[256];
@@ -85,7 +90,7 @@ static void pump_stdin(client_state *st)
             msg("cannot read standard input: %s", strerror(errno));
         st->stdin_done = true;
         stdin_interest(st);
-        if (st->close_on_eof)
+        if (st->close_on_eof || st->peer_done)
             sk_conn_close(st->conn);
         else
             sk_conn_shutdown(st->conn);
@@ -96,7 +101,23 @@ static void pump_stdin(client_state *st)
         stdin_interest(st);
         return; /* the connection failed: on_close reports why */
     }
+    if (st->peer_done)
+        sk_timer_start(st->quiet, AFTER_PEER_EOF_QUIET_MS, 0);
     stdin_interest(st);
+}
+
+static void quiet_fired(sk_timer *t, void *arg)
+{
+    client_state *st = arg;
+    if (!st->conn || st->stdin_done)
+        return;
+    if (!sk_conn_writable(st->conn)) { /* waiting for the server to read, not for stdin */
+        sk_timer_start(t, AFTER_PEER_EOF_QUIET_MS, 0);
+        return;
+    }
+    st->stdin_done = true;
+    stdin_interest(st);
+    sk_conn_close(st->conn);
 }
 
 static void stdin_ready(sk_loop *loop, int fd, unsigned events, void *arg)
@@ -160,8 +181,19 @@ static void on_frame(sk_conn *c, const void *data, size_t len)
 
 static void on_eof(sk_conn *c)
 {
-    /* The server is done: like nc, we are done too, whatever standard input still holds. */
-    sk_conn_close(c);
+    /* The server has finished sending; it may still read. What standard input holds goes on
+     * (a 10 MiB upload after a banner and FIN arrives whole); a quiet input ends it. */
+    client_state *st = sk_conn_data(c);
+    if (st->stdin_done) {
+        sk_conn_close(c);
+        return;
+    }
+    st->peer_done = true;
+    if (!st->quiet && sk_timer_new(st->loop, quiet_fired, st, &st->quiet) < 0) {
+        sk_conn_close(c);
+        return;
+    }
+    sk_timer_start(st->quiet, AFTER_PEER_EOF_QUIET_MS, 0);
 }
 
 static void on_drain(sk_conn *c)
@@ -406,6 +438,7 @@ int cmd_connect(int argc, char **argv)
     if (st.stdin_watched || (st.connected && !st.stdin_is_file))
         sk_loop_unwatch(st.loop, STDIN_FILENO);
     sk_timer_free(st.file_pump);
+    sk_timer_free(st.quiet);
     sk_loop_free(st.loop);
     sk_tls_ctx_free(st.tls);
     return st.exit_status;

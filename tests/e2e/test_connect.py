@@ -144,6 +144,25 @@ class ConnectTests(SockitTestCase):
         self.assertEqual(p.wait(15), 0, p.describe())
         self.assertEqual(p.proc.stdout.read(), GREETING)
 
+    def test_server_half_close_first_keeps_sending(self):
+        """Issue 18.2: a server that sends a banner and FIN, then reads: all 10 MiB of standard
+        input arrives (the server's FIN ends only its own direction), and the exit is 0."""
+        def behaviour(peer, conn):
+            conn.sendall(b"banner\n")
+            conn.shutdown(socket.SHUT_WR)
+            peer.read_to_eof()
+
+        peer = FakePeer(self, behaviour)
+        peer.start()
+        data = os.urandom(10 << 20)
+        r = self.run_sockit(["connect", "127.0.0.1", str(peer.port)], input=data, timeout=60)
+        self.assertExit(r, 0)
+        self.assertEqual(r.stdout, b"banner\n")
+        self.assertTrue(peer.done.wait(20))
+        self.assertIsNone(peer.error)
+        self.assertEqual(len(peer.received), len(data))
+        self.assertEqual(sha256(peer.received), sha256(data))
+
     def test_unix_socket(self):
         path = os.path.join(self.tmpdir, "c.sock")
         srv = self.serve("--mode", "echo", address="unix:" + path)
