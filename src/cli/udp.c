@@ -199,7 +199,8 @@ static const char connect_udp_usage[] =
     "\n"
     "Send each line of standard input (with its newline) as one datagram, or each chunk\n"
     "read with --frame raw, and print the replies as they arrive. When standard input ends,\n"
-    "wait until every datagram sent has had a reply, or at most --timeout.\n"
+    "wait until every datagram sent has had a reply, or at most --timeout (then say how\n"
+    "many got none, and exit 1).\n"
     "\n"
     "options:\n"
     "      --timeout SECS     after standard input ends, wait at most SECS for replies\n"
@@ -266,10 +267,11 @@ static void reply_timeout(sk_timer *t, void *arg)
         finish(c, EXIT_RUNTIME);
         return;
     }
-    log_info("%llu datagrams sent, %llu replies (stopped waiting after --timeout %.1f s)",
-             (unsigned long long)c->sent, (unsigned long long)c->replies,
-             (double)c->timeout_ms / 1000.0);
-    finish(c, EXIT_OK);
+    /* UDP may lose datagrams: say how many went unanswered, and fail, so a script notices. */
+    msg("%s: %llu of %llu datagrams got no reply within --timeout (%.1f s)", c->name,
+        (unsigned long long)(c->sent - c->replies), (unsigned long long)c->sent,
+        (double)c->timeout_ms / 1000.0);
+    finish(c, EXIT_RUNTIME);
 }
 
 /* Send one datagram of standard input. False when the socket cannot take it now. */

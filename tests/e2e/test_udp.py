@@ -347,7 +347,10 @@ class UdpConnectTests(UdpTestCase):
         r = self.run_sockit(["connect", "--timeout", "0.5", "udp://127.0.0.1:%d" % addr[1]],
                             input=b"anyone?\n")
         elapsed = time.monotonic() - t0
-        self.assertExit(r, 0)
+        # Issue 18.7: a datagram without a reply is reported and the exit status is 1.
+        self.assertExit(r, 1)
+        self.assertEqual(r.stdout, b"")
+        self.assertIn("1 of 1 datagrams got no reply", r.stderr.decode())
         self.assertEqual(got, [b"anyone?\n"])
         self.assertGreaterEqual(elapsed, 0.45)
         self.assertLess(elapsed, 10)
