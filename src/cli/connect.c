@@ -243,7 +243,6 @@ static const sk_conn_callbacks callbacks = {
     .on_close = on_close,
 };
 
-/* Connect to the next resolved address; after the last, report the last failure. */
 /* A hint for a failed handshake. Only bytes that are not TLS at all (OpenSSL's "wrong version
  * number", "packet length too long", "http request") suggest a plaintext port; an alert is a
  * real TLS server refusing, and says so. */
@@ -260,6 +259,7 @@ static const char *tls_failure_hint(const char *error)
     return "";
 }
 
+/* Connect to the next resolved address; after the last, report the last failure. */
 static void try_next(client_state *st)
 {
     while (st->addr_next < st->addr_count) {
