@@ -15,7 +15,9 @@
  *   sk_conn_shutdown() flush the queue, then half-close the write side; reading goes on.
  *   sk_conn_abort()    close at once with a reset (SO_LINGER 0); the queue is dropped.
  * The peer's FIN is reported by on_eof; writing may go on after it. Without an on_eof callback,
- * the conn is closed (sk_conn_close) at the peer's FIN.
+ * the conn is closed (sk_conn_close) at the peer's FIN. Over TLS, a FIN without close_notify
+ * is an end too (what was decrypted is delivered, writing may go on), but on_close then gets
+ * SK_ERR_TLS_TRUNCATED: the peer may have meant to send more.
  */
 #ifndef SOCKIT_CONN_H
 #define SOCKIT_CONN_H

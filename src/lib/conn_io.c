@@ -419,6 +419,14 @@ void sk__conn_on_readable(sk_conn *c)
             sk__conn_update_interest(c); /* the read may need writability */
         return;
     }
+    if (n == SK_ERR_TLS_TRUNCATED && !(c->flags & F_CLOSING)) {
+        /* A FIN without close_notify: what was decrypted is delivered and what we owe is still
+         * sent, as after a clean end; only the close reason says it may have been cut short. */
+        SK_TRACE(c->loop, "recv fd=%d eof without close_notify", c->io.fd);
+        c->close_reason = SK_ERR_TLS_TRUNCATED;
+        peer_eof(c);
+        return;
+    }
     if (n < 0) {
         /* Closing: the peer's way of ending (even without close_notify) does not matter. */
         if (c->flags & F_CLOSING)

@@ -235,6 +235,9 @@ static int load_files(sk_tls_ctx *ctx, const sk_tls_options *o, char *err, size_
 static int configure(sk_tls_ctx *ctx, const sk_tls_options *o, char *err, size_t errlen)
 {
     SSL_CTX_set_min_proto_version(ctx->ssl, TLS1_2_VERSION);
+    /* A FIN without close_notify is an end (reported as SK_ERR_TLS_TRUNCATED by the read), not
+     * a fatal error: the SSL stays usable, so what we still owe the peer can be sent. */
+    SSL_CTX_set_options(ctx->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
     /* Our write queue may move (realloc) between a WANT_WRITE and the retry, and a write may
      * complete in part: conn.c keeps the unwritten rest queued. */
     SSL_CTX_set_mode(ctx->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
@@ -502,7 +505,8 @@ static void explain_failure(sk__tls *t, int ssl_error)
     } else if (vr != X509_V_OK) {
         snprintf(t->error, sizeof t->error, "certificate verify failed: %s",
                  X509_verify_cert_error_string(vr));
-    } else if (ssl_error == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+    } else if (ssl_error == SSL_ERROR_ZERO_RETURN ||
+               (ssl_error == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
         snprintf(t->error, sizeof t->error, "the peer closed the connection during the handshake");
     } else {
         take_ssl_error(t->error, sizeof t->error);
@@ -518,8 +522,13 @@ static int ssl_wait_or_fail(sk__tls *t, int ret, bool handshaking)
     switch (e) {
     case SSL_ERROR_WANT_READ: t->wants = SK_READABLE; return 0;
     case SSL_ERROR_WANT_WRITE: t->wants = SK_WRITABLE; return 0;
-    case SSL_ERROR_ZERO_RETURN: return 1; /* close_notify: a clean end */
     default: break;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN && !handshaking) {
+        /* close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF) a TCP FIN without one. Without
+         * read-ahead OpenSSL reads no further than a close_notify record, so our BIO saw the
+         * socket's end only when the FIN came first: then what the peer sent may be cut short. */
+        return BIO_eof(SSL_get_rbio(t->ssl)) ? SK_ERR_TLS_TRUNCATED : 1;
     }
     int saved = errno;
     if (handshaking) {

@@ -424,6 +424,19 @@ class SockitTestCase(unittest.TestCase):
         shutil.rmtree(path, ignore_errors=True)
 
     # -- processes ------------------------------------------------------------------------
+    def require_program(self, name):
+        """The path of a real peer program (ncat, testssl.sh, haproxy...). Missing: the test is
+        skipped with the reason on a developer's machine, but fails under CI (CI=true), so a
+        green CI means the peer was really there."""
+        import shutil
+        path = shutil.which(name)
+        if path:
+            return path
+        why = "%s is not installed (.ci/run installs it)" % name
+        if os.environ.get("CI") == "true":
+            self.fail(why)
+        self.skipTest(why)
+
     def start(self, args, cls=SockitProcess, **kw):
         p = cls(args, **kw)
         self.addCleanup(p.kill)

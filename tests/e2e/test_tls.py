@@ -14,8 +14,8 @@ import threading
 import time
 import unittest
 
-from harness import (GREETING, SOCKIT, Deadline, Server, SockitTestCase, read_fd_until,
-                     recv_eof_or_reset, sha256)
+from harness import (GREETING, RUN_TIMEOUT, SOCKIT, Deadline, Server, SockitTestCase,
+                     read_fd_until, recv_eof_or_reset, sha256)
 import tlsutil
 from tlsutil import OpenSSLProcess, Pki, start_s_server
 
@@ -445,6 +445,21 @@ class TlsTests(SockitTestCase):
         self.assertEqual(rc, 1, err)
         self.assertEqual(bytes(out), b"partial answer\n")
         self.assertOneErrorLine(err, "truncated")
+
+    def test_echo_output_survives_a_fin_without_close_notify(self):
+        """ncat --ssl ends its input with a TCP FIN and no close_notify: everything it sent is
+        still echoed back (issue 18.3: the last 48 KiB were lost)."""
+        ncat = self.require_program("ncat")
+        srv = self.serve_tls("-m", "echo")
+        data = os.urandom(4 << 20)
+        path = os.path.join(self.tmpdir, "in")
+        with open(path, "wb") as f:
+            f.write(data)
+        with open(path, "rb") as f:
+            r = subprocess.run([ncat, "--ssl", "127.0.0.1", str(srv.port)], stdin=f,
+                               capture_output=True, timeout=RUN_TIMEOUT)
+        self.assertEqual(len(r.stdout), len(data), r.stderr)
+        self.assertEqual(sha256(r.stdout), sha256(data))
 
     def test_python_ssl_client_with_verification(self):
         srv = self.serve_tls("-m", "echo")
