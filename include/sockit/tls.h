@@ -5,7 +5,8 @@
  * backpressure, timeouts, half-close — works unchanged on top of it.
  *
  * Client contexts verify the server's chain (system store, or ca_file) and its host name or IP
- * address, and send SNI, unless told otherwise. TLS 1.2 is the minimum on both sides.
+ * address, and send SNI, unless told otherwise. TLS 1.2 is the minimum on both sides, with
+ * forward-secret AEAD suites only; renegotiation is off.
  */
 #ifndef SOCKIT_TLS_H
 #define SOCKIT_TLS_H
@@ -41,6 +42,13 @@ typedef struct sk_tls_options {
     /* ALPN protocols, comma-separated ("h2,http/1.1"). Server: the first of the client's that
      * is also ours is chosen. */
     const char *alpn;
+    /* TLS 1.2 cipher list in OpenSSL's syntax ("ECDHE+AESGCM"). NULL: forward-secret AEAD
+     * suites only (ECDHE with AES-GCM or ChaCha20-Poly1305); the server's order decides. */
+    const char *ciphers;
+    /* TLS 1.3 suites, colon-separated ("TLS_AES_128_GCM_SHA256"). NULL: OpenSSL's default. */
+    const char *ciphersuites;
+    /* The lowest protocol version: "1.2" (NULL means this) or "1.3". */
+    const char *min_version;
 } sk_tls_options;
 
 /* Make a context. On failure returns a negative code and writes a sentence naming the file or

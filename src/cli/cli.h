@@ -39,9 +39,25 @@ void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* TLS options shared by serve and connect (tls_cli.c). */
 typedef struct tls_cli {
     const char *cert, *key, *ca, *pin, *sni, *alpn;
+    const char *ciphers, *ciphersuites, *min_version; /* --ciphers --ciphersuites --tls-min */
     bool insecure;
     bool quiet;
 } tls_cli;
+/* The protocol options serve and connect share: their getopt codes, table entries and help. */
+enum { OPT_TLS_CIPHERS = 0x200, OPT_TLS_SUITES, OPT_TLS_MIN };
+#define TLS_CLI_PROTOCOL_OPTIONS                                                                   \
+    {"ciphers", required_argument, NULL, OPT_TLS_CIPHERS},                                         \
+        {"ciphersuites", required_argument, NULL, OPT_TLS_SUITES},                                 \
+        {"tls-min", required_argument, NULL, OPT_TLS_MIN}
+#define TLS_CLI_PROTOCOL_HELP                                                                      \
+    "      --tls-min VERSION    lowest protocol version: 1.2 (default) or 1.3\n"                  \
+    "      --ciphers LIST       TLS 1.2 ciphers, OpenSSL syntax (default: forward-secret\n"       \
+    "                           AEAD only: ECDHE+AESGCM:ECDHE+CHACHA20)\n"                        \
+    "      --ciphersuites LIST  TLS 1.3 suites, colon-separated (default: OpenSSL's)\n"
+/* Takes one of OPT_TLS_*: true if ch was one of them. */
+bool tls_cli_protocol_option(tls_cli *t, int ch, const char *arg);
+/* Some TLS option was given (for "TLS options need a tls:// address"). */
+bool tls_cli_any(const tls_cli *t);
 /* Make the context or exit with a message; the server prints the ephemeral fingerprint. */
 void tls_cli_server_ctx(const tls_cli *t, sk_tls_ctx **out);
 void tls_cli_client_ctx(const tls_cli *t, sk_tls_ctx **out);

@@ -40,6 +40,7 @@ static const char connect_usage[] =
     "      --key FILE           its private key (default: the --cert file)\n"
     "      --sni NAME           the server name to send and verify (default: HOST)\n"
     "      --alpn LIST          protocols to offer, comma-separated (h2,http/1.1)\n"
+    TLS_CLI_PROTOCOL_HELP
     "  -v, --verbose            print each socket step\n"
     "  -q, --quiet              print only errors\n"
     "  -h, --help               this help\n"
@@ -254,8 +255,8 @@ static const char *tls_failure_hint(const char *error)
         if (strstr(error, plaintext[i]))
             return " (is it a TLS port?)";
     if (strstr(error, "alert"))
-        return " (the server refused the handshake: it may need another TLS version, --alpn "
-               "protocol or a client certificate)";
+        return " (the server refused the handshake: it may need another TLS version, cipher "
+               "(--tls-min, --ciphers, --ciphersuites), --alpn protocol or a client certificate)";
     return "";
 }
 
@@ -357,6 +358,7 @@ static const struct option long_options[] = {
     {"key", required_argument, NULL, 'K'},
     {"sni", required_argument, NULL, 'S'},
     {"alpn", required_argument, NULL, 'L'},
+    TLS_CLI_PROTOCOL_OPTIONS,
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -376,8 +378,7 @@ static void resolve(client_state *st, const char *text, const tls_cli *tls)
         static char name[256];
         snprintf(name, sizeof name, "%s", tls->sni ? tls->sni : spec.host);
         st->tls_name = name[0] ? name : "localhost";
-    } else if (tls->ca || tls->pin || tls->insecure || tls->cert || tls->key || tls->sni ||
-               tls->alpn) {
+    } else if (tls_cli_any(tls)) {
         die(EXIT_USAGE, "TLS options need a tls:// address (sockit connect tls://%s ...)", text);
     }
     if (!spec.is_unix && spec.host[0] == '\0')
@@ -412,6 +413,9 @@ int cmd_connect(int argc, char **argv)
         case 'K': tls.key = optarg; break;
         case 'S': tls.sni = optarg; break;
         case 'L': tls.alpn = optarg; break;
+        case OPT_TLS_CIPHERS:
+        case OPT_TLS_SUITES:
+        case OPT_TLS_MIN: tls_cli_protocol_option(&tls, ch, optarg); break;
         case 'v': v = VERBOSITY_VERBOSE; break;
         case 'q': v = VERBOSITY_QUIET; break;
         case 'h': fputs(connect_usage, stdout); return EXIT_OK;

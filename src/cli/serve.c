@@ -48,6 +48,7 @@ static const char serve_usage[] =
     "      --client-ca FILE   require a client certificate signed by these CAs (mutual TLS)\n"
     "      --alpn LIST        protocols to agree on, comma-separated (h2,http/1.1)\n"
     "      --handshake-timeout SECS  close a client whose handshake takes longer (default 10)\n"
+    TLS_CLI_PROTOCOL_HELP
     "\n"
     "  -v, --verbose          print each socket step: socket, bind, listen, accept, recv,\n"
     "                         send, shutdown, close\n"
@@ -230,6 +231,7 @@ static const struct option long_options[] = {
     {"client-ca", required_argument, NULL, 'A'},
     {"alpn", required_argument, NULL, 'L'},
     {"handshake-timeout", required_argument, NULL, 'H'},
+    TLS_CLI_PROTOCOL_OPTIONS,
     {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
     {"max-per-ip", required_argument, NULL, OPT_MAX_PER_IP},
     {"allow", required_argument, NULL, OPT_ALLOW},
@@ -298,6 +300,9 @@ static void parse_args(int argc, char **argv, server *srv, serve_args *a)
         case OPT_ALLOW: add_cidr("--allow", optarg, &a->allow, &a->nallow); break;
         case OPT_DENY: add_cidr("--deny", optarg, &a->deny, &a->ndeny); break;
         case OPT_DRAIN: srv->drain_ms = parse_seconds_ms("--drain-timeout", optarg); break;
+        case OPT_TLS_CIPHERS:
+        case OPT_TLS_SUITES:
+        case OPT_TLS_MIN: tls_cli_protocol_option(&a->tls, ch, optarg); break;
         case 'v': a->verbosity = VERBOSITY_VERBOSE; break;
         case 'q': a->verbosity = VERBOSITY_QUIET; break;
         case 'h': fputs(serve_usage, stdout); exit(EXIT_OK);
@@ -331,9 +336,10 @@ static void open_listener(server *srv, const serve_args *a)
         serve_args quiet = *a;
         quiet.tls.quiet = a->verbosity == VERBOSITY_QUIET;
         tls_cli_server_ctx(&quiet.tls, &srv->tls);
-    } else if (a->tls.cert || a->tls.key || a->tls.ca || a->tls.alpn) {
-        die(EXIT_USAGE, "--cert, --key, --client-ca and --alpn need a tls:// address "
-                        "(sockit serve tls://%s ...)", a->address);
+    } else if (tls_cli_any(&a->tls)) {
+        die(EXIT_USAGE, "TLS options (--cert, --key, --client-ca, --alpn, --ciphers, "
+                        "--ciphersuites, --tls-min) need a tls:// address (sockit serve "
+                        "tls://%s ...)", a->address);
     }
     sk_listen_options lo = {.backlog = a->backlog, .max_conns = a->max_clients,
                             .max_per_ip = a->max_per_ip, .allow = a->allow,

@@ -5,6 +5,29 @@
 
 #include "cli.h"
 
+bool tls_cli_protocol_option(tls_cli *t, int ch, const char *arg)
+{
+    switch (ch) {
+    case OPT_TLS_CIPHERS: t->ciphers = arg; return true;
+    case OPT_TLS_SUITES: t->ciphersuites = arg; return true;
+    case OPT_TLS_MIN: t->min_version = arg; return true;
+    default: return false;
+    }
+}
+
+bool tls_cli_any(const tls_cli *t)
+{
+    return t->cert || t->key || t->ca || t->pin || t->sni || t->alpn || t->ciphers ||
+           t->ciphersuites || t->min_version || t->insecure;
+}
+
+/* A bad setting is the user's to fix (exit 2); a file that will not load is not (exit 1). */
+static _Noreturn void ctx_failed(int rc, const char *err)
+{
+    die(rc == -EINVAL && !strstr(err, "cannot load") ? EXIT_USAGE : EXIT_RUNTIME, "TLS: %s",
+        err[0] ? err : sk_strerror(rc));
+}
+
 void tls_cli_server_ctx(const tls_cli *t, sk_tls_ctx **out)
 {
     if (t->key && !t->cert)
@@ -16,11 +39,14 @@ void tls_cli_server_ctx(const tls_cli *t, sk_tls_ctx **out)
         .self_signed = !t->cert,
         .ca_file = t->ca,
         .alpn = t->alpn,
+        .ciphers = t->ciphers,
+        .ciphersuites = t->ciphersuites,
+        .min_version = t->min_version,
     };
     char err[512];
     int rc = sk_tls_ctx_new(&o, out, err, sizeof err);
     if (rc < 0)
-        die(EXIT_RUNTIME, "TLS: %s", err[0] ? err : sk_strerror(rc));
+        ctx_failed(rc, err);
     if (!t->cert && !t->quiet) {
         char fp[128];
         sk_tls_ctx_fingerprint(*out, fp, sizeof fp);
@@ -43,13 +69,14 @@ void tls_cli_client_ctx(const tls_cli *t, sk_tls_ctx **out)
         .insecure = t->insecure,
         .pin = t->pin,
         .alpn = t->alpn,
+        .ciphers = t->ciphers,
+        .ciphersuites = t->ciphersuites,
+        .min_version = t->min_version,
     };
     char err[512];
     int rc = sk_tls_ctx_new(&o, out, err, sizeof err);
     if (rc < 0)
-        die(rc == -EINVAL && (t->pin || t->alpn) && !strstr(err, "cannot load") ? EXIT_USAGE
-                                                                                : EXIT_RUNTIME,
-            "TLS: %s", err[0] ? err : sk_strerror(rc));
+        ctx_failed(rc, err);
     if (t->insecure)
         msg("warning: --insecure: the server's certificate is not checked; anyone on the path "
             "can read and change this connection");

@@ -232,9 +232,53 @@ static int load_files(sk_tls_ctx *ctx, const sk_tls_options *o, char *err, size_
     return 0;
 }
 
+/* TLS 1.2 suites by default: forward secrecy (ECDHE) and AEAD only, so no static-RSA key
+ * exchange and no CBC (LUCKY13, BEAST-style padding oracles). Every TLS 1.3 suite is already
+ * both, so OpenSSL's TLS 1.3 default stays. */
+static const char default_ciphers[] = "ECDHE+AESGCM:ECDHE+CHACHA20";
+
+/* Protocol versions, cipher choice and renegotiation: the parts testssl.sh grades. */
+static int configure_protocol(sk_tls_ctx *ctx, const sk_tls_options *o, char *err, size_t errlen)
+{
+    int min = TLS1_2_VERSION;
+    if (o->min_version && strcmp(o->min_version, "1.3") == 0)
+        min = TLS1_3_VERSION;
+    else if (o->min_version && strcmp(o->min_version, "1.2") != 0) {
+        snprintf(err, errlen, "unsupported minimum TLS version '%s' (write 1.2 or 1.3)",
+                 o->min_version);
+        return -EINVAL;
+    }
+    SSL_CTX_set_min_proto_version(ctx->ssl, min);
+    const char *ciphers = o->ciphers ? o->ciphers : default_ciphers;
+    if (SSL_CTX_set_cipher_list(ctx->ssl, ciphers) != 1) {
+        ERR_clear_error();
+        snprintf(err, errlen,
+                 "no TLS 1.2 cipher in '%s' is available (write OpenSSL names separated by "
+                 "colons, as 'openssl ciphers' lists them)",
+                 ciphers);
+        return -EINVAL;
+    }
+    if (o->ciphersuites && (o->ciphersuites[0] == '\0' ||
+                            SSL_CTX_set_ciphersuites(ctx->ssl, o->ciphersuites) != 1)) {
+        ERR_clear_error();
+        snprintf(err, errlen,
+                 "bad TLS 1.3 cipher suite list '%s' (write names such as "
+                 "TLS_AES_128_GCM_SHA256 separated by colons)",
+                 o->ciphersuites);
+        return -EINVAL;
+    }
+    /* The server's order decides, so a client cannot talk it down to its weakest suite; no
+     * renegotiation, which TLS 1.3 dropped and which lets a client make the server redo the
+     * expensive part of a handshake at will. */
+    SSL_CTX_set_options(ctx->ssl, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
+    return 0;
+}
+
 static int configure(sk_tls_ctx *ctx, const sk_tls_options *o, char *err, size_t errlen)
 {
-    SSL_CTX_set_min_proto_version(ctx->ssl, TLS1_2_VERSION);
+    int rc = configure_protocol(ctx, o, err, errlen);
+    if (rc < 0)
+        return rc;
     /* A FIN without close_notify is an end (reported as SK_ERR_TLS_TRUNCATED by the read), not
      * a fatal error: the SSL stays usable, so what we still owe the peer can be sent. */
     SSL_CTX_set_options(ctx->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
@@ -242,7 +286,7 @@ static int configure(sk_tls_ctx *ctx, const sk_tls_options *o, char *err, size_t
      * complete in part: conn.c keeps the unwritten rest queued. */
     SSL_CTX_set_mode(ctx->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                    SSL_MODE_RELEASE_BUFFERS);
-    int rc = load_files(ctx, o, err, errlen);
+    rc = load_files(ctx, o, err, errlen);
     if (rc < 0)
         return rc;
     if (o->server && o->self_signed && !o->cert_file &&
