@@ -72,6 +72,9 @@ typedef struct sk_tls_info {
     char peer_subject[256];  /* the peer certificate's subject, or "" */
     char peer_names[256];    /* its DNS and IP names, comma-separated, or "" */
     bool verified;           /* chain and name checked and good (or the pin matched) */
+    bool pinned;             /* accepted by its pin: chain, name and dates were not checked */
+    bool peer_expired;       /* the peer certificate is outside its validity dates */
+    char peer_not_after[32]; /* its last valid day, "2020-02-01", or "" */
     /* Why the handshake failed, one sentence: "certificate verify failed: self-signed
      * certificate", "the certificate is for localhost, 127.0.0.1, not example.org", ... */
     char error[256];

@@ -87,9 +87,14 @@ void tls_cli_describe(sk_conn *c, const char *who)
     sk_tls_info info;
     if (sk_conn_tls_info(c, &info) < 0)
         return;
-    log_info("tls %s: %s %s%s%s%s%s; %s certificate: %s; %s", who, info.version, info.cipher,
+    /* A pin accepts a certificate whatever its dates: say so, rather than "verified". */
+    const char *how = info.pinned ? "pinned" : info.verified ? "verified" : "not verified";
+    char dates[96] = "";
+    if (info.peer_expired)
+        snprintf(dates, sizeof dates, " (outside its validity dates; valid until %s)",
+                 info.peer_not_after[0] ? info.peer_not_after : "?");
+    log_info("tls %s: %s %s%s%s%s%s; %s certificate: %s; %s%s", who, info.version, info.cipher,
              info.sni ? ", sni " : "", info.sni ? info.sni : "",
              info.alpn[0] ? ", alpn " : "", info.alpn,
-             who, info.peer_subject[0] ? info.peer_subject : "none",
-             info.verified ? "verified" : "not verified");
+             who, info.peer_subject[0] ? info.peer_subject : "none", how, dates);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -674,7 +675,13 @@ void sk__tls_info(const sk__tls *t, sk_tls_info *info)
         X509_NAME_oneline(X509_get_subject_name(cert), info->peer_subject,
                           sizeof info->peer_subject);
         peer_names(cert, info->peer_names, sizeof info->peer_names);
+        info->peer_expired = X509_cmp_current_time(X509_get0_notAfter(cert)) < 0 ||
+                             X509_cmp_current_time(X509_get0_notBefore(cert)) > 0;
+        struct tm tm;
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm))
+            strftime(info->peer_not_after, sizeof info->peer_not_after, "%Y-%m-%d", &tm);
     }
     info->verified = t->verified;
+    info->pinned = t->verified && t->ctx->has_pin;
     snprintf(info->error, sizeof info->error, "%s", t->error);
 }

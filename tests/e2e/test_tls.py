@@ -184,9 +184,13 @@ class TlsTests(SockitTestCase):
         srv = self.serve_tls("-m", "echo", cert=self.pki.expired, key=self.pki.server_key)
         self.fails_one_line(["connect", self.target(srv), "--ca", self.pki.ca], "expired")
         r = self.run_sockit(["connect", self.target(srv), "--pin",
-                             fingerprint(self.pki.expired)], input=b"old\n")
+                             fingerprint(self.pki.expired), "-v"], input=b"old\n")
         self.assertExit(r, 0)
         self.assertEqual(r.stdout, b"old\n")
+        # -v says how it was accepted: by its pin, not "verified", and that it expired
+        self.assertRegex(r.stderr.decode(),
+                         r"server certificate: .*CN=localhost; pinned \(outside its validity "
+                         r"dates; valid until 2020-02-01\)")
         r = self.run_sockit(["connect", self.target(srv), "--insecure"], input=b"old\n")
         self.assertExit(r, 0)
         self.assertEqual(r.stdout, b"old\n")
