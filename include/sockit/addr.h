@@ -1,7 +1,8 @@
 /* sockit — addresses.
  *
  * Two steps, kept apart because only the second one may block:
- *   sk_addr_parse()   text -> sk_addrspec   (pure; precise error text for bad input)
+ *   sk_addr_parse()   text -> sk_addrspec   (pure; precise error text for bad input, which for a
+ *                     link-local address without its zone names an interface of this machine)
  *   sk_addr_resolve() sk_addrspec -> sk_addr[]  (getaddrinfo for names; numeric hosts never block)
  *
  * Accepted text (the scheme is optional and defaults to the caller's choice):
@@ -51,7 +52,9 @@ typedef struct sk_addr {
 
 /* Parse text into spec. On failure returns -EINVAL and, when err is not NULL, writes a sentence
  * that names the bad part and the fix, e.g. "port 70000 is out of range (use 1-65535, or 0 for
- * any free port)". default_port is used when the text has none (pass -1 to require a port). */
+ * any free port)". default_port is used when the text has none (pass -1 to require a port).
+ * A link-local IPv6 address (fe80::/10, ff02::/16) is refused without its zone, as the kernel
+ * would refuse it: "[fe80::1%eth0]:80", not "[fe80::1]:80". */
 int sk_addr_parse(const char *text, int default_port, sk_addrspec *spec, char *err, size_t errlen);
 
 /* Flags for sk_addr_resolve. */
@@ -62,10 +65,12 @@ enum {
 /* Resolve spec into at most max addresses. A name gives its IPv4 addresses first (so a server
  * on "localhost" binds 127.0.0.1, where IPv4-only clients such as Python's default socket look),
  * then IPv6. A wildcard passive spec yields [::] first (dual-stack) then 0.0.0.0. Returns the count (>= 1)
- * or a negative code (SK_ERR_NONAME, SK_ERR_NODATA, SK_ERR_DNSFAIL, -EINVAL, -ENAMETOOLONG). */
+ * or a negative code (SK_ERR_NONAME, SK_ERR_NODATA, SK_ERR_DNSFAIL, SK_ERR_NOIFACE for a zone
+ * that is no interface here, -EINVAL, -ENAMETOOLONG). */
 int sk_addr_resolve(const sk_addrspec *spec, int flags, sk_addr *out, size_t max);
 
-/* Build an address from a numeric IP text and port, or a Unix path. 0 or -EINVAL. */
+/* Build an address from a numeric IP text and port, or a Unix path. 0, -EINVAL, or
+ * SK_ERR_NOIFACE for an IPv6 zone that names no interface of this machine. */
 int sk_addr_from_ip(sk_addr *out, const char *ip, uint16_t port);
 int sk_addr_from_unix(sk_addr *out, const char *path);
 

@@ -4,6 +4,7 @@
  * on failure writes one sentence naming the bad part and how to write it instead. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -144,6 +145,42 @@ static int check_host(const char *host, size_t n, char *err, size_t errlen)
     return 0;
 }
 
+/* A name to show in "[fe80::1%NAME]": the first interface that is up and has a link-local
+ * address of its own, or "IFACE". It only shapes an error's wording; whether text parses never
+ * depends on this machine. */
+static void example_interface(char *name, size_t len)
+{
+    struct ifaddrs *list;
+    snprintf(name, len, "IFACE");
+    if (getifaddrs(&list) != 0)
+        return;
+    for (const struct ifaddrs *i = list; i; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET6 || !(i->ifa_flags & IFF_UP) ||
+            (i->ifa_flags & IFF_LOOPBACK))
+            continue;
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)(const void *)i->ifa_addr;
+        if (IN6_IS_ADDR_LINKLOCAL(&sin6->sin6_addr)) {
+            snprintf(name, len, "%s", i->ifa_name);
+            break;
+        }
+    }
+    freeifaddrs(list);
+}
+
+/* A link-local address (fe80::/10, ff02::/16) exists once per link, so the kernel refuses to
+ * bind or connect to one without its interface, with a bare EINVAL; say here what to write. */
+static int require_zone(const char *ip, const struct in6_addr *bin, uint16_t port, char *err,
+                        size_t errlen)
+{
+    if (!IN6_IS_ADDR_LINKLOCAL(bin) && !IN6_IS_ADDR_MC_LINKLOCAL(bin))
+        return 0;
+    char iface[IF_NAMESIZE];
+    example_interface(iface, sizeof iface);
+    return sk__fail_text(err, errlen,
+                         "%s is a link-local address: add the interface, as in [%s%%%s]:%u", ip,
+                         ip, iface, (unsigned)port);
+}
+
 /* "[IPV6]" or "[IPV6%ZONE]", optionally followed by ":PORT". */
 static int parse_bracketed(const char *s, int default_port, sk_addrspec *spec, char *err,
                            size_t errlen)
@@ -162,12 +199,12 @@ static int parse_bracketed(const char *s, int default_port, sk_addrspec *spec, c
     const char *pct = memchr(inner, '%', n);
     size_t ip_len = pct ? (size_t)(pct - inner) : n;
     char ip[INET6_ADDRSTRLEN];
-    struct in6_addr unused;
+    struct in6_addr bin;
     if (ip_len >= sizeof ip)
         return sk__fail_text(err, errlen, "'%s' is not an IPv6 address (too long)", q.s);
     memcpy(ip, inner, ip_len);
     ip[ip_len] = '\0';
-    if (inet_pton(AF_INET6, ip, &unused) != 1)
+    if (inet_pton(AF_INET6, ip, &bin) != 1)
         return sk__fail_text(err, errlen,
                              "'%s' is not an IPv6 address (brackets are only for IPv6, "
                              "e.g. [::1]:PORT)",
@@ -192,14 +229,19 @@ static int parse_bracketed(const char *s, int default_port, sk_addrspec *spec, c
     memcpy(spec->host, inner, n); /* n <= 45 + 1 + 15, well within host[] */
     spec->host[n] = '\0';
     const char *after = close + 1;
-    if (*after == '\0')
-        return use_default_port(default_port, &spec->port, q.s, err, errlen);
-    if (*after != ':') {
+    int rc;
+    if (*after == '\0') {
+        rc = use_default_port(default_port, &spec->port, q.s, err, errlen);
+    } else if (*after == ':') {
+        rc = parse_port(after + 1, &spec->port, q.s, err, errlen);
+    } else {
         quoted a = quote(after, strlen(after));
         return sk__fail_text(err, errlen, "unexpected '%s' after '%s' (write [IPV6]:PORT)", a.s,
                              q.s);
     }
-    return parse_port(after + 1, &spec->port, q.s, err, errlen);
+    if (rc || pct)
+        return rc;
+    return require_zone(ip, &bin, spec->port, err, errlen); /* after the port: the fix shows it */
 }
 
 /* HOST:PORT, :PORT, HOST alone, or PORT alone (all digits). */
@@ -302,14 +344,18 @@ SK_API int sk_addr_parse(const char *text, int default_port, sk_addrspec *spec, 
 
 /* ---- building addresses ---- */
 
-/* A zone is an interface name (eth0) or its index (2). 0 when there is no such interface. */
-static unsigned zone_index(const char *zone)
+/* A zone is an interface name (eth0) or its index (2; 0 is no interface). False when this
+ * machine has no such interface. */
+static bool zone_index(const char *zone, unsigned *index)
 {
+    char name[IF_NAMESIZE];
     if (all_digits(zone)) {
         unsigned long v = strtoul(zone, NULL, 10);
-        return v <= 0xffffffffUL ? (unsigned)v : 0;
+        *index = v <= 0xffffffffUL ? (unsigned)v : 0;
+        return v == 0 || (*index != 0 && if_indextoname(*index, name));
     }
-    return if_nametoindex(zone);
+    *index = if_nametoindex(zone);
+    return *index != 0;
 }
 
 static int from_ipv6(sk_addr *out, const char *ip, uint16_t port)
@@ -327,9 +373,10 @@ static int from_ipv6(sk_addr *out, const char *ip, uint16_t port)
     if (pct) {
         if (!pct[1] || strlen(pct + 1) >= IF_NAMESIZE)
             return -EINVAL;
-        sin6.sin6_scope_id = zone_index(pct + 1);
-        if (sin6.sin6_scope_id == 0 && strcmp(pct + 1, "0") != 0)
-            return -EINVAL;
+        unsigned index;
+        if (!zone_index(pct + 1, &index))
+            return SK_ERR_NOIFACE;
+        sin6.sin6_scope_id = index;
     }
     memset(out, 0, sizeof *out);
     memcpy(&out->ss, &sin6, sizeof sin6);
@@ -473,10 +520,13 @@ SK_API int sk_addr_resolve(const sk_addrspec *spec, int flags, sk_addr *out, siz
     if (!spec->host[0])
         return resolve_empty(spec->port, flags, out, max);
     /* Numeric hosts never reach getaddrinfo, so they can never block on a name server. */
-    if (sk_addr_from_ip(out, spec->host, spec->port) == 0)
+    int rc = sk_addr_from_ip(out, spec->host, spec->port);
+    if (rc == 0)
         return 1;
+    if (rc == SK_ERR_NOIFACE)
+        return rc;
     if (strchr(spec->host, ':') || strchr(spec->host, '%'))
-        return -EINVAL; /* a bad IPv6 literal or an unknown zone, not a name to look up */
+        return -EINVAL; /* a bad IPv6 literal, not a name to look up */
     return resolve_name(spec->host, spec->port, flags, out, max);
 }
 

@@ -73,6 +73,8 @@ SK_API const char *sk_strerror(int err)
         return "certificate verification failed";
     case SK_ERR_TLS_TRUNCATED:
         return "TLS stream truncated (the peer closed without close_notify)";
+    case SK_ERR_NOIFACE:
+        return "no such network interface on this machine ('ip link' lists them)";
     default:
         break;
     }

@@ -42,6 +42,19 @@ class UsageErrorTests(SockitTestCase):
                 self.assertExit(r, 2)
                 self.assertOneErrorLine(r.stderr, bad)
 
+    def test_link_local_without_zone_says_to_add_the_interface(self):
+        """The kernel refuses fe80::/10 without an interface with a bare EINVAL; the message
+        must say what to write instead (the interface named depends on the machine)."""
+        for argv, fix in ((["connect", "[fe80::1]:80"], "]:80"),
+                          (["serve", "[fe80::1]:0"], "]:0"),
+                          (["serve", "udp://[fe80::1]:0"], "]:0")):
+            with self.subTest(argv=argv):
+                r = self.run_sockit(argv)
+                self.assertExit(r, 2)
+                line = self.assertOneErrorLine(r.stderr, "fe80::1 is a link-local address",
+                                               "add the interface", "as in [fe80::1%", fix)
+                self.assertNotIn("invalid argument", line)
+
     def test_bad_option_values(self):
         for args, bad in ((["--mode", "shout"], "shout"), (["-m", "shout"], "shout"),
                           (["--frame", "xml"], "xml"), (["--max-frame", "lots"], "lots"),
@@ -119,6 +132,16 @@ class RuntimeErrorTests(SockitTestCase):
         r = self.run_sockit(["connect", "no-such-host.invalid:80"])
         self.assertExit(r, 1)
         self.assertOneErrorLine(r.stderr, "no-such-host.invalid", ("not known", "resolve"))
+
+    def test_unknown_zone_names_no_interface(self):
+        for argv in (["connect", "[fe80::1%nonexistent]:80"], ["serve", "[fe80::1%nonexistent]:0"],
+                     ["serve", "udp://[fe80::1%nonexistent]:0"]):
+            with self.subTest(argv=argv):
+                r = self.run_sockit(argv)
+                self.assertExit(r, 1)
+                line = self.assertOneErrorLine(r.stderr, "fe80::1%nonexistent",
+                                               "no such network interface")
+                self.assertNotIn("invalid argument", line)
 
     def test_connect_refused(self):
         with socket.socket() as s:  # bound, never listening, then closed: nobody is there
