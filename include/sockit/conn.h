@@ -66,7 +66,9 @@ void sk_conn_set_data(sk_conn *c, void *data);
 void *sk_conn_data(const sk_conn *c);
 
 /* Framing of input and of sk_conn_write_frame(). max: the largest frame accepted (0: the
- * default, SK_FRAME_DEFAULT_MAX). A frame over max closes the conn with -EMSGSIZE. */
+ * default, SK_FRAME_DEFAULT_MAX). A frame over max closes the conn with -EMSGSIZE: what is
+ * queued is still sent, then the conn is reset (not a FIN, which would read as "all done"), so
+ * the peer learns that its data was refused. */
 int sk_conn_set_framing(sk_conn *c, sk_frame_kind kind, size_t max);
 
 /* Defaults: low 16 KiB, high 64 KiB, limit 1 MiB. Needs low <= high <= limit. 0 or -EINVAL. */

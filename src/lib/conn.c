@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h> /* SIOCOUTQ */
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -112,9 +113,29 @@ static uint32_t current_period(const sk_conn *c)
     return c->x->idle_ms;
 }
 
+/* How often a conn waiting to reset asks the kernel whether its data has been acknowledged. */
+#define RESET_POLL_MS 5
+
+void sk__conn_reset_soon(sk_conn *c)
+{
+    int unacked = 0;
+    bool waited_enough = sk_loop_now(c->loop) >= c->x->last_active + c->x->linger_ms;
+    if (ioctl(c->io.fd, SIOCOUTQ, &unacked) < 0 || unacked <= 0 || waited_enough || !c->x->timer) {
+        /* A reset throws away what the kernel still holds, so it waits for the peer to have
+         * acknowledged it all (at most the linger time). */
+        sk_conn_abort(c);
+        return;
+    }
+    sk_timer_start(c->x->timer, RESET_POLL_MS, 0);
+}
+
 static void timer_fired(sk_timer *t, void *arg)
 {
     sk_conn *c = arg;
+    if ((c->flags & (F_CLOSING | F_RESET_WANTED)) == (F_CLOSING | F_RESET_WANTED) && !c->x->out) {
+        sk__conn_reset_soon(c);
+        return;
+    }
     uint32_t period = current_period(c);
     if (!period)
         return;
@@ -311,6 +332,10 @@ void sk__conn_set_release(sk_conn *c, sk__release *r)
 /* After the queue empties: send a wanted FIN; finish when both directions are done. */
 void sk__conn_after_flush(sk_conn *c)
 {
+    if ((c->flags & F_CLOSING) && (c->flags & F_RESET_WANTED)) {
+        sk__conn_reset_soon(c);
+        return;
+    }
     if (c->flags & (F_SHUT_WANTED | F_CLOSING))
         sk__conn_send_fin(c);
     if (!(c->flags & F_PEER_EOF))

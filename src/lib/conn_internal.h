@@ -16,6 +16,8 @@ enum {
     F_ABOVE_HIGH = 1 << 7, /* the queue passed the high watermark; on_drain owed */
     F_EOF_REPORTED = 1 << 8, /* on_eof was called (or the conn closed at the FIN) */
     F_HANDSHAKING = 1 << 9,  /* TLS handshake in progress */
+    F_RESET_WANTED = 1 << 10, /* closing because we refused the peer's input: once what we
+                               * sent has reached it, reset instead of FIN (sk__conn_reset_soon) */
 };
 
 typedef struct outq {
@@ -64,6 +66,8 @@ void sk__conn_update_interest(sk_conn *c);  /* tell the loop what the conn waits
 void sk__conn_finish(sk_conn *c, int reason); /* ended now; on_close, close(fd) at iteration end */
 void sk__conn_fail(sk_conn *c, int reason); /* finish, keeping a reason of ours if we had one */
 void sk__conn_after_flush(sk_conn *c);      /* the queue is empty: FIN, or finish, if due */
+/* F_RESET_WANTED and the queue is empty: reset once the kernel's send queue is acknowledged. */
+void sk__conn_reset_soon(sk_conn *c);
 
 /* conn_io.c */
 void sk__conn_send_fin(sk_conn *c);

@@ -258,8 +258,10 @@ static void frame_error(sk_conn *c, int err)
 {
     sk__log(c->loop, SK_LOG_INFO, "fd=%d: frame longer than %u bytes; closing the connection",
             c->io.fd, c->x->max_frame);
-    /* Flush what we owe, then close; the rest of the oversized input is discarded. */
+    /* Flush what we owe, then reset: the rest of the oversized input is discarded, and a reset
+     * (not a FIN, which reads as "all done") tells the peer its data was not taken. */
     c->close_reason = err;
+    c->flags |= F_RESET_WANTED;
     if (c->x->in) {
         free(c->x->in);
         c->x->in = NULL;
@@ -398,7 +400,11 @@ static void peer_eof(sk_conn *c)
     c->flags |= F_PEER_EOF;
     sk__conn_update_interest(c);
     if (c->flags & F_CLOSING) {
-        if (!c->x->out)
+        if (c->x->out)
+            return;
+        if (c->flags & F_RESET_WANTED)
+            sk__conn_reset_soon(c);
+        else
             sk__conn_finish(c, c->close_reason);
         return;
     }

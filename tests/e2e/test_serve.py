@@ -253,6 +253,21 @@ class EchoTests(SockitTestCase):
         # A warning mentioning the limit (1024) on stderr.
         srv.wait_line(r"^(?!listening on ).*\b1024\b", timeout=5)
 
+    def test_overlong_line_resets_after_what_was_owed(self):
+        """A client past --max-frame sees a reset, not a clean end (issue 18.5), and only after
+        every reply owed for what came before it has arrived."""
+        srv = self.serve("--mode", "echo", "--frame", "line", "--max-frame", "64")
+        lines = b"".join(b"line %d\n" % i for i in range(20000))  # ~190 KiB of replies
+        r = self.run_sockit(["connect", "127.0.0.1:%d" % srv.port],
+                            input=lines + b"x" * 100 + b"\nnever echoed\n")
+        self.assertEqual(r.stdout, lines)
+        self.assertExit(r, 1)
+        self.assertOneErrorLine(r.stderr, "reset")
+        raw = self.connect(srv)
+        raw.sendall(b"ok\n" + b"y" * 100 + b"\n")
+        got, how = recv_eof_or_reset(raw)
+        self.assertEqual((got, how), (3, "reset"))
+
     def test_line_limit_boundary(self):
         """--max-frame 16: a 16-byte line (newline not counted) is echoed; 17 bytes close."""
         srv = self.serve("--mode", "echo", "--frame", "line", "--max-frame", "16")
