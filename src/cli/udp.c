@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "reply_match.h"
 #include "services/service.h"
 
 #define SERVER_RCVBUF (1 << 20) /* absorbs bursts from many peers; the kernel may cap it */
@@ -200,7 +201,8 @@ static const char connect_udp_usage[] =
     "Send each line of standard input (with its newline) as one datagram, or each chunk\n"
     "read with --frame raw, and print the replies as they arrive. When standard input ends,\n"
     "wait until every datagram sent has had a reply, or at most --timeout (then say how\n"
-    "many got none, and exit 1).\n"
+    "many got none, and exit 1). A reply with the bytes of a datagram sent answers that one\n"
+    "(an echo), any other the oldest unanswered one; a duplicate answers nothing.\n"
     "\n"
     "options:\n"
     "      --timeout SECS     after standard input ends, wait at most SECS for replies\n"
@@ -228,7 +230,8 @@ typedef struct udp_client {
     size_t in_len;
     bool stdin_done, stdin_watched, stdin_is_file, split_warned, waiting;
     sk_timer *file_pump, *reply_timer;
-    uint64_t sent, replies;
+    uint64_t sent, replies, unmatched; /* unmatched: duplicates, or replies nobody asked for */
+    reply_match match;
     int exit_status;
 } udp_client;
 
@@ -246,8 +249,9 @@ static void maybe_done(udp_client *c)
     if (!c->stdin_done || c->in_len)
         return;
     if (c->replies >= c->sent) {
-        log_info("%llu datagrams sent, %llu replies", (unsigned long long)c->sent,
-                 (unsigned long long)c->replies);
+        log_info("%llu datagrams sent, %llu replies (and %llu duplicate or unasked-for)",
+                 (unsigned long long)c->sent, (unsigned long long)c->replies,
+                 (unsigned long long)c->unmatched);
         finish(c, EXIT_OK);
         return;
     }
@@ -286,6 +290,7 @@ static bool send_piece(udp_client *c, const uint8_t *p, size_t n)
         return false;
     }
     c->sent++;
+    reply_match_sent(&c->match, p, n);
     return true;
 }
 
@@ -372,7 +377,13 @@ static void stdin_interest(udp_client *c)
 static void client_datagram(sk_dgram *d, const sk_datagram *dg)
 {
     udp_client *c = sk_dgram_data(d);
-    c->replies++;
+    if (reply_match_reply(&c->match, dg->data, dg->len)) {
+        c->replies++;
+    } else {
+        c->unmatched++; /* printed all the same: it is data the peer sent */
+        log_info("a reply of %zu bytes answers no datagram still waiting (a duplicate?): not "
+                 "counted as an answer", dg->len);
+    }
     if (dg->truncated)
         log_warn("a reply of %zu bytes was truncated to %zu", dg->size, dg->len);
     write_stdout(dg->data, dg->len);

@@ -295,7 +295,7 @@ class UdpConnectTests(UdpTestCase):
 
     def python_server(self, reply):
         """A Python UDP server in a thread: records each datagram, answers reply(data) if not
-        None. Returns (address, list of datagrams)."""
+        None (a list: several replies). Returns (address, list of datagrams)."""
         s = self.udp_socket(bind=("127.0.0.1", 0))
         s.settimeout(0.2)
         got = []
@@ -311,8 +311,9 @@ class UdpConnectTests(UdpTestCase):
                     return
                 got.append(data)
                 answer = reply(data)
-                if answer is not None:
-                    s.sendto(answer, peer)
+                for a in answer if isinstance(answer, list) else [answer]:
+                    if a is not None:
+                        s.sendto(a, peer)
 
         t = threading.Thread(target=run, daemon=True)
         t.start()
@@ -354,6 +355,23 @@ class UdpConnectTests(UdpTestCase):
         self.assertEqual(got, [b"anyone?\n"])
         self.assertGreaterEqual(elapsed, 0.45)
         self.assertLess(elapsed, 10)
+
+    def test_a_duplicate_reply_is_not_an_answer(self):
+        """Issue 18.7: the first datagram's echo comes twice, the second gets none: one of two
+        got no reply, exit 1; the duplicate is still printed."""
+        addr, got = self.python_server(lambda d: [d, d] if d == b"a\n" else None)
+        r = self.run_sockit(["connect", "--timeout", "0.5", "udp://127.0.0.1:%d" % addr[1]],
+                            input=b"a\nb\n")
+        self.assertExit(r, 1)
+        self.assertEqual(r.stdout, b"a\na\n")
+        self.assertIn("1 of 2 datagrams got no reply", r.stderr.decode())
+
+    def test_replies_unlike_the_datagrams_answer_in_order(self):
+        """A server whose replies differ from what it got (greet-like): each answers one."""
+        addr, got = self.python_server(lambda d: b"hi\n")
+        r = self.run_sockit(["connect", "udp://127.0.0.1:%d" % addr[1]], input=b"x\ny\nz\n")
+        self.assertExit(r, 0)
+        self.assertEqual(r.stdout, b"hi\nhi\nhi\n")
 
     def test_refused_port_reported(self):
         port = free_udp_port()
