@@ -1,9 +1,11 @@
-/* What the two halves of a conn share: conn.c (life cycle, timers, TLS set-up, callbacks) and
- * conn_io.c (the transports, the output queue, reading and framing). Private to the library. */
+/* What the three parts of a conn share: conn_core.c (the cold part, the timer, interest, the
+ * layer stack, the ends), conn_io.c (the output queue, reading and framing) and conn.c (the
+ * life cycle and the API). Arrows: conn.c -> conn_io.c -> conn_core.c. Private. */
 #ifndef SOCKIT_CONN_INTERNAL_H
 #define SOCKIT_CONN_INTERNAL_H
 
 #include "internal.h"
+#include "layer.h"
 
 enum {
     F_CONNECTING = 1 << 0, /* connect() in progress */
@@ -15,7 +17,7 @@ enum {
     F_CLOSED = 1 << 6,     /* fd closed; on_close and free are queued */
     F_ABOVE_HIGH = 1 << 7, /* the queue passed the high watermark; on_drain owed */
     F_EOF_REPORTED = 1 << 8, /* on_eof was called (or the conn closed at the FIN) */
-    F_HANDSHAKING = 1 << 9,  /* TLS handshake in progress */
+    F_STARTING = 1 << 9,   /* a layer is being brought up (a TLS handshake) */
     F_RESET_WANTED = 1 << 10, /* closing because we refused the peer's input: once what we
                                * sent has reached it, reset instead of FIN (sk__conn_reset_soon) */
 };
@@ -26,19 +28,19 @@ typedef struct outq {
 } outq;
 
 /* What only some conns need: settings that differ from the defaults, a deadline, buffered
- * bytes, TLS. A new conn points at the shared read-only defaults (sk__conn_defaults) and gets
- * its own copy the first time it writes one of these (sk__conn_own), so an idle conn costs
- * only its hot part: 72 bytes. */
+ * bytes, layers. A new conn points at the shared read-only defaults (sk__conn_defaults) and
+ * gets its own copy the first time it writes one of these (sk__conn_own), so an idle conn
+ * costs only its hot part: 72 bytes. */
 typedef struct sk__conn_cold {
     uint8_t *in;            /* a partial frame, or frames held while paused */
     uint32_t in_len, in_cap;
     outq *out;
-    sk__tls *tls;           /* NULL for plain TCP and Unix sockets */
+    sk__layer *top;         /* the top of the layer stack; NULL: the socket alone */
     sk_timer *timer;
     uint64_t last_active;
     uint32_t max_frame;
     uint32_t low, high, limit;
-    uint32_t idle_ms, linger_ms, connect_ms, handshake_ms;
+    uint32_t idle_ms, linger_ms, connect_ms, start_ms;
 } sk__conn_cold;
 
 struct sk_conn {
@@ -53,24 +55,32 @@ struct sk_conn {
     int close_reason;
 };
 
+/* ---- conn_core.c ---- */
 extern const sk__conn_cold sk__conn_defaults;
+bool sk__conn_owns_cold(const sk_conn *c);
 /* The conn's own cold part, made on first use (last_active set to now): NULL if out of
  * memory. Call before writing any field of c->x. */
 sk__conn_cold *sk__conn_own(sk_conn *c);
 /* The socket, also while on_close runs (after the conn is closed for everything else). */
 int sk__conn_socket(const sk_conn *c);
-
-/* conn.c */
+void sk__conn_free(sk_conn *c);             /* after on_close: layers, buffers, socket, conn */
 void sk__conn_touch(sk_conn *c);            /* progress: push the idle or linger deadline */
+uint32_t sk__conn_current_period(const sk_conn *c); /* the deadline the state needs, or 0 */
+void sk__conn_arm_timer(sk_conn *c, uint32_t period); /* period ms after the last activity */
 void sk__conn_update_interest(sk_conn *c);  /* tell the loop what the conn waits for now */
+bool sk__conn_reading(const sk_conn *c);    /* reading is wanted (to deliver, or to discard) */
+int sk__conn_start_layers(sk_conn *c);      /* 1 all up, 0 waiting, or a failure code */
+bool sk__conn_layer_pending(const sk_conn *c); /* a layer holds bytes the socket will not show */
+void sk__conn_send_fin(sk_conn *c);         /* half-close our direction, once */
 void sk__conn_finish(sk_conn *c, int reason); /* ended now; on_close, close(fd) at iteration end */
 void sk__conn_fail(sk_conn *c, int reason); /* finish, keeping a reason of ours if we had one */
+void sk__conn_abort(sk_conn *c);            /* finish with a reset */
 void sk__conn_after_flush(sk_conn *c);      /* the queue is empty: FIN, or finish, if due */
 /* F_RESET_WANTED and the queue is empty: reset once the kernel's send queue is acknowledged. */
 void sk__conn_reset_soon(sk_conn *c);
+void sk__conn_begin_close(sk_conn *c);      /* sk_conn_close() */
 
-/* conn_io.c */
-void sk__conn_send_fin(sk_conn *c);
+/* ---- conn_io.c ---- */
 void sk__conn_flush(sk_conn *c);
 void sk__conn_on_readable(sk_conn *c);
 void sk__conn_deliver_held(sk_conn *c);

@@ -1,6 +1,6 @@
-/* A connection's bytes: the transports (plain socket or TLS, one table), the output queue and
- * its backpressure, and the input side: reading, cutting frames, holding a partial one, EOF.
- * The life cycle these call back into is in conn.c. */
+/* A connection's bytes: the output queue and its backpressure, and the input side: reading,
+ * cutting frames, holding a partial one, EOF. Bytes pass through the conn's layer stack
+ * (layer.h); the ends and the interest they lead to are conn_core.c's. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,86 +9,20 @@
 
 #include "conn_internal.h"
 
-/* ---------------------------------------------------------------- transports
- * Plain sockets and TLS behind one table, so everything above (framing, queueing,
- * backpressure, timeouts, half-close) is written once. recv: bytes, 0 at a clean end, -EAGAIN
- * to wait, or a failure code. sendv: bytes taken (maybe fewer than offered), -EAGAIN, or a
- * failure code. send_fin: half-close our direction. */
-typedef struct transport {
-    ssize_t (*recv)(sk_conn *c, void *buf, size_t len);
-    ssize_t (*sendv)(sk_conn *c, const struct iovec *iov, int iovcnt);
-    void (*send_fin)(sk_conn *c);
-} transport;
+/* ---------------------------------------------------------------- the byte path
+ * Through the top layer when the conn has layers, straight to the socket when not: a plain
+ * conn pays one branch, not an indirect call. */
 
-static ssize_t plain_recv(sk_conn *c, void *buf, size_t len)
+static ssize_t conn_read(sk_conn *c, void *buf, size_t len)
 {
-    ssize_t n;
-    do
-        n = recv(c->io.fd, buf, len, 0);
-    while (n < 0 && errno == EINTR);
-    return n >= 0 ? n : errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    sk__layer *top = c->x->top;
+    return top ? top->ops->read(top, buf, len) : sk__sock_recv(c->io.fd, buf, len);
 }
 
-static ssize_t plain_sendv(sk_conn *c, const struct iovec *iov, int iovcnt)
+static ssize_t conn_writev(sk_conn *c, const struct iovec *iov, int iovcnt)
 {
-    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-    ssize_t n;
-    do
-        n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    return n >= 0 ? n : errno == EWOULDBLOCK ? -EAGAIN : -errno;
-}
-
-static void plain_send_fin(sk_conn *c)
-{
-    shutdown(c->io.fd, SHUT_WR);
-}
-
-static ssize_t tls_recv(sk_conn *c, void *buf, size_t len)
-{
-    return sk__tls_read(c->x->tls, buf, len);
-}
-
-/* A frame's pieces (length prefix and payload, or line and newline) go out as one record when
- * they fit: fewer records, fewer bytes, fewer packets. */
-static ssize_t tls_sendv(sk_conn *c, const struct iovec *iov, int iovcnt)
-{
-    if (iovcnt > 1) {
-        uint8_t record[16384];
-        size_t n = 0;
-        int i = 0;
-        for (; i < iovcnt && n + iov[i].iov_len <= sizeof record; i++) {
-            memcpy(record + n, iov[i].iov_base, iov[i].iov_len);
-            n += iov[i].iov_len;
-        }
-        if (i == iovcnt)
-            return sk__tls_write(c->x->tls, record, n);
-    }
-    /* Large: the first piece now; the caller queues the rest. */
-    return sk__tls_write(c->x->tls, iov[0].iov_base, iov[0].iov_len);
-}
-
-static void tls_send_fin(sk_conn *c)
-{
-    sk__tls_shutdown(c->x->tls); /* close_notify: TLS's own half-close */
-    shutdown(c->io.fd, SHUT_WR);
-}
-
-static const transport plain_transport = {plain_recv, plain_sendv, plain_send_fin};
-static const transport tls_transport = {tls_recv, tls_sendv, tls_send_fin};
-
-static const transport *tr(const sk_conn *c)
-{
-    return c->x->tls ? &tls_transport : &plain_transport;
-}
-
-void sk__conn_send_fin(sk_conn *c)
-{
-    if (c->flags & F_SHUT_DONE)
-        return;
-    c->flags |= F_SHUT_DONE;
-    SK_TRACE(c->loop, "shutdown fd=%d write", c->io.fd);
-    tr(c)->send_fin(c);
+    sk__layer *top = c->x->top;
+    return top ? top->ops->writev(top, iov, iovcnt) : sk__sock_writev(c->io.fd, iov, iovcnt);
 }
 
 /* ---------------------------------------------------------------- output */
@@ -150,8 +84,8 @@ SK_API int sk_conn_writev(sk_conn *c, const struct iovec *iov, int iovcnt)
     if (queued + total > c->x->limit)
         return -ENOBUFS;
     size_t sent = 0;
-    if (!c->x->out && !(c->flags & (F_CONNECTING | F_HANDSHAKING))) {
-        ssize_t n = tr(c)->sendv(c, iov, iovcnt);
+    if (!c->x->out && !(c->flags & (F_CONNECTING | F_STARTING))) {
+        ssize_t n = conn_writev(c, iov, iovcnt);
         if (n < 0 && n != -EAGAIN) {
             sk__conn_fail(c, (int)n);
             return (int)n;
@@ -218,7 +152,7 @@ void sk__conn_flush(sk_conn *c)
     outq *q = c->x->out;
     while (q && q->len) {
         struct iovec iov = {.iov_base = q->data + q->head, .iov_len = q->len};
-        ssize_t n = tr(c)->sendv(c, &iov, 1);
+        ssize_t n = conn_writev(c, &iov, 1);
         if (n == -EAGAIN)
             break;
         if (n < 0) {
@@ -267,7 +201,7 @@ static void frame_error(sk_conn *c, int err)
         c->x->in = NULL;
         c->x->in_len = c->x->in_cap = 0;
     }
-    sk_conn_close(c);
+    sk__conn_begin_close(c);
 }
 
 /* Keep data[0..len) in c->x->in for later (a partial frame, or frames held while paused). */
@@ -389,7 +323,7 @@ static void report_eof(sk_conn *c)
     if (c->cb->on_eof)
         c->cb->on_eof(c);
     else
-        sk_conn_close(c);
+        sk__conn_begin_close(c);
     /* Both directions are done and the user kept the conn: nothing more can happen on it. */
     if (!(c->flags & (F_CLOSING | F_CLOSED)) && !c->x->out)
         sk__conn_after_flush(c);
@@ -419,10 +353,10 @@ void sk__conn_on_readable(sk_conn *c)
         sk__conn_fail(c, -ENOMEM); /* a held frame could not grow its buffer */
         return;
     }
-    ssize_t n = tr(c)->recv(c, buf, room);
+    ssize_t n = conn_read(c, buf, room);
     if (n == -EAGAIN) {
-        if (c->x->tls)
-            sk__conn_update_interest(c); /* the read may need writability */
+        if (c->x->top)
+            sk__conn_update_interest(c); /* a layer's read may need writability */
         return;
     }
     if (n == SK_ERR_TLS_TRUNCATED && !(c->flags & F_CLOSING)) {

@@ -76,20 +76,6 @@ void sk__conn_set_release(sk_conn *c, sk__release *r);
  * false for a Unix peer (cidr.c). */
 bool sk__addr_ip(const sk_addr *addr, int *family, uint8_t ip[16]);
 
-/* ---- TLS (tls.c), used by conn.c through its transport table ---- */
-typedef struct sk__tls sk__tls;
-sk__tls *sk__tls_new(sk_tls_ctx *ctx, int fd, const char *name);
-void sk__tls_free(sk__tls *t);
-/* 1 done, 0 in progress (sk__tls_wants() says for what), or a negative code. */
-int sk__tls_handshake(sk__tls *t);
-/* Bytes, 0 at close_notify, -EAGAIN to wait (see sk__tls_wants), or a negative code. */
-ssize_t sk__tls_read(sk__tls *t, void *buf, size_t len);
-ssize_t sk__tls_write(sk__tls *t, const void *buf, size_t len);
-void sk__tls_shutdown(sk__tls *t);
-bool sk__tls_pending(const sk__tls *t);
-unsigned sk__tls_wants(const sk__tls *t);
-void sk__tls_info(const sk__tls *t, sk_tls_info *info);
-
 /* Socket helpers shared by listener and conn. */
 int sk__socket(sk_loop *loop, int family, int type);
 const char *sk__family_name(int family);

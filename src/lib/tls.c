@@ -1,7 +1,6 @@
-/* TLS through OpenSSL: contexts, the ephemeral certificate, and the TLS transport that conn.c
- * calls through sk__transport. OpenSSL never touches the socket's blocking mode: it reads and
- * writes the non-blocking fd, and tells us (WANT_READ / WANT_WRITE) which readiness to wait
- * for; conn.c turns that into loop interest. */
+/* TLS through OpenSSL, the shared part: contexts (files, trust, protocol versions, ciphers,
+ * ALPN, pins), the ephemeral certificate and the certificate checks made during handshakes.
+ * The per-connection part, a layer in the conn's stack, is tls_conn.c. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,33 +16,12 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "internal.h"
-
-struct sk_tls_ctx {
-    SSL_CTX *ssl;
-    bool server;
-    bool insecure;
-    unsigned char pin[32];
-    bool has_pin;
-    unsigned char alpn[256]; /* wire format: length-prefixed names */
-    unsigned alpn_len;
-};
-
-struct sk__tls {
-    SSL *ssl;
-    sk_tls_ctx *ctx;
-    char *name;     /* the host we verify and send as SNI */
-    unsigned wants; /* readiness the last operation needs: SK_READABLE / SK_WRITABLE */
-    bool verified;
-    char error[256];
-    char names[200]; /* the peer certificate's names, noted while verifying: OpenSSL does not
-                      * keep a certificate it refused, and the error message needs them */
-};
+#include "tls_internal.h"
 
 /* ---------------------------------------------------------------- errors */
 
 /* OpenSSL's queued error as one readable phrase ("wrong version number"). */
-static void take_ssl_error(char *buf, size_t len)
+void sk__tls_take_error(char *buf, size_t len)
 {
     unsigned long e = ERR_peek_last_error();
     const char *reason = e ? ERR_reason_error_string(e) : NULL;
@@ -56,7 +34,7 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
                                                           ...)
 {
     char detail[160], head[256];
-    take_ssl_error(detail, sizeof detail);
+    sk__tls_take_error(detail, sizeof detail);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(head, sizeof head, fmt, ap);
@@ -166,7 +144,6 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_OK;
 }
 
-static void peer_names(X509 *cert, char *buf, size_t len);
 
 /* Verification as OpenSSL does it; note the names of the certificate being checked. */
 static int note_names(int ok, X509_STORE_CTX *store)
@@ -175,7 +152,7 @@ static int note_names(int ok, X509_STORE_CTX *store)
     sk__tls *t = ssl ? SSL_get_app_data(ssl) : NULL;
     X509 *cert = X509_STORE_CTX_get0_cert(store);
     if (t && cert && !t->names[0])
-        peer_names(cert, t->names, sizeof t->names);
+        sk__tls_peer_names(cert, t->names, sizeof t->names);
     return ok;
 }
 
@@ -385,137 +362,8 @@ SK_API int sk_tls_ctx_fingerprint(const sk_tls_ctx *ctx, char *buf, size_t len)
     return 0;
 }
 
-/* ---------------------------------------------------------------- the socket BIO
- * OpenSSL's own socket BIO writes with write(), which raises SIGPIPE when the peer is gone (a
- * session ticket or close_notify sent to a client that already left). sockit promises SIGPIPE
- * never fires, so OpenSSL gets this BIO instead: send() with MSG_NOSIGNAL, recv(). */
-
-static int bio_fd(BIO *b)
-{
-    return (int)(intptr_t)BIO_get_data(b);
-}
-
-static int bio_write(BIO *b, const char *buf, int len)
-{
-    ssize_t n;
-    BIO_clear_retry_flags(b);
-    do
-        n = send(bio_fd(b), buf, (size_t)len, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        BIO_set_retry_write(b);
-    return (int)n;
-}
-
-static int bio_read(BIO *b, char *buf, int len)
-{
-    ssize_t n;
-    if (!buf)
-        return 0;
-    BIO_clear_retry_flags(b);
-    do
-        n = recv(bio_fd(b), buf, (size_t)len, 0);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        BIO_set_retry_read(b);
-    else if (n == 0)
-        BIO_set_flags(b, BIO_FLAGS_IN_EOF); /* BIO_eof(): OpenSSL tells truncation by it */
-    return (int)n;
-}
-
-static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
-{
-    switch (cmd) {
-    case BIO_C_GET_FD:
-        if (ptr)
-            *(int *)ptr = bio_fd(b);
-        return bio_fd(b);
-    case BIO_CTRL_EOF: return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
-    case BIO_CTRL_FLUSH:
-    case BIO_CTRL_DUP: return 1;
-    default: return 0;
-    }
-}
-
-static BIO_METHOD *bio_method;
-static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
-
-static void bio_method_init(void)
-{
-    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
-                                 "sockit socket");
-    if (m && (!BIO_meth_set_write(m, bio_write) || !BIO_meth_set_read(m, bio_read) ||
-              !BIO_meth_set_ctrl(m, bio_ctrl))) {
-        BIO_meth_free(m);
-        m = NULL;
-    }
-    bio_method = m;
-}
-
-/* A BIO on fd (not closed with the BIO: the conn owns it), or NULL. */
-static BIO *bio_new(int fd)
-{
-    pthread_once(&bio_once, bio_method_init);
-    BIO *b = bio_method ? BIO_new(bio_method) : NULL;
-    if (b) {
-        BIO_set_data(b, (void *)(intptr_t)fd);
-        BIO_set_init(b, 1);
-    }
-    return b;
-}
-
-/* ---------------------------------------------------------------- per-connection state */
-
-static bool is_ip_literal(const char *name)
-{
-    unsigned char tmp[16];
-    return inet_pton(AF_INET, name, tmp) == 1 || inet_pton(AF_INET6, name, tmp) == 1;
-}
-
-sk__tls *sk__tls_new(sk_tls_ctx *ctx, int fd, const char *name)
-{
-    sk__tls *t = calloc(1, sizeof *t);
-    if (!t)
-        return NULL;
-    t->ctx = ctx;
-    t->wants = ctx->server ? SK_READABLE : SK_WRITABLE; /* wait for ClientHello, or send it */
-    t->ssl = SSL_new(ctx->ssl);
-    BIO *bio = t->ssl ? bio_new(fd) : NULL;
-    if (!bio || (name && !(t->name = strdup(name)))) {
-        BIO_free(bio);
-        sk__tls_free(t);
-        return NULL;
-    }
-    SSL_set_bio(t->ssl, bio, bio); /* the SSL owns the BIO from here */
-    SSL_set_app_data(t->ssl, t);
-    if (ctx->server) {
-        SSL_set_accept_state(t->ssl);
-        return t;
-    }
-    SSL_set_connect_state(t->ssl);
-    if (name && !is_ip_literal(name))
-        SSL_set_tlsext_host_name(t->ssl, name); /* SNI carries names only, never addresses */
-    if (name && !ctx->insecure && !ctx->has_pin) {
-        X509_VERIFY_PARAM *param = SSL_get0_param(t->ssl);
-        if (is_ip_literal(name))
-            X509_VERIFY_PARAM_set1_ip_asc(param, name);
-        else
-            SSL_set1_host(t->ssl, name);
-    }
-    return t;
-}
-
-void sk__tls_free(sk__tls *t)
-{
-    if (!t)
-        return;
-    SSL_free(t->ssl);
-    free(t->name);
-    free(t);
-}
-
 /* The peer certificate's DNS and IP names, for "the certificate is for ..." messages. */
-static void peer_names(X509 *cert, char *buf, size_t len)
+void sk__tls_peer_names(X509 *cert, char *buf, size_t len)
 {
     buf[0] = '\0';
     GENERAL_NAMES *names = cert ? X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL) : NULL;
@@ -535,153 +383,4 @@ static void peer_names(X509 *cert, char *buf, size_t len)
             pos += (size_t)snprintf(buf + pos, len - pos, "%s%s", pos ? ", " : "", one);
     }
     GENERAL_NAMES_free(names);
-}
-
-static void explain_failure(sk__tls *t, int ssl_error)
-{
-    if (t->error[0]) { /* check_pin() already said why */
-        ERR_clear_error();
-        return;
-    }
-    long vr = SSL_get_verify_result(t->ssl);
-    if (vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-        snprintf(t->error, sizeof t->error, "the certificate is for %s, not %s",
-                 t->names[0] ? t->names : "no name", t->name ? t->name : "this host");
-    } else if (vr != X509_V_OK) {
-        snprintf(t->error, sizeof t->error, "certificate verify failed: %s",
-                 X509_verify_cert_error_string(vr));
-    } else if (ssl_error == SSL_ERROR_ZERO_RETURN ||
-               (ssl_error == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
-        snprintf(t->error, sizeof t->error, "the peer closed the connection during the handshake");
-    } else {
-        take_ssl_error(t->error, sizeof t->error);
-        return;
-    }
-    ERR_clear_error();
-}
-
-/* Turn an SSL_get_error() result into 0 (wait: t->wants says for what) or a failure code. */
-static int ssl_wait_or_fail(sk__tls *t, int ret, bool handshaking)
-{
-    int e = SSL_get_error(t->ssl, ret);
-    switch (e) {
-    case SSL_ERROR_WANT_READ: t->wants = SK_READABLE; return 0;
-    case SSL_ERROR_WANT_WRITE: t->wants = SK_WRITABLE; return 0;
-    default: break;
-    }
-    if (e == SSL_ERROR_ZERO_RETURN && !handshaking) {
-        /* close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF) a TCP FIN without one. Without
-         * read-ahead OpenSSL reads no further than a close_notify record, so our BIO saw the
-         * socket's end only when the FIN came first: then what the peer sent may be cut short. */
-        return BIO_eof(SSL_get_rbio(t->ssl)) ? SK_ERR_TLS_TRUNCATED : 1;
-    }
-    int saved = errno;
-    if (handshaking) {
-        explain_failure(t, e);
-        return SSL_get_verify_result(t->ssl) != X509_V_OK ? SK_ERR_TLS_VERIFY : SK_ERR_TLS;
-    }
-    if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
-        ERR_clear_error();
-        /* The TCP connection ended (or failed) without close_notify: data may be missing. */
-        return saved && saved != EPIPE ? -saved : SK_ERR_TLS_TRUNCATED;
-    }
-    if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-        ERR_clear_error();
-        return SK_ERR_TLS_TRUNCATED;
-    }
-    take_ssl_error(t->error, sizeof t->error);
-    return SK_ERR_TLS;
-}
-
-int sk__tls_handshake(sk__tls *t)
-{
-    ERR_clear_error();
-    int ret = SSL_do_handshake(t->ssl);
-    if (ret == 1) {
-        t->wants = 0;
-        /* With a pin, check_pin() accepted exactly the certificate we expect. */
-        t->verified = !t->ctx->insecure && SSL_get_verify_result(t->ssl) == X509_V_OK &&
-                      SSL_get0_peer_certificate(t->ssl) != NULL;
-        return 1;
-    }
-    int rc = ssl_wait_or_fail(t, ret, true);
-    return rc == 1 ? SK_ERR_TLS : rc;
-}
-
-ssize_t sk__tls_read(sk__tls *t, void *buf, size_t len)
-{
-    /* Fill the buffer with as many records as are there, so one wakeup carries up to 64 KiB. */
-    size_t total = 0;
-    while (total < len) {
-        ERR_clear_error();
-        int n = SSL_read(t->ssl, (char *)buf + total,
-                         (int)(len - total > INT32_MAX ? INT32_MAX : len - total));
-        if (n > 0) {
-            total += (size_t)n;
-            continue;
-        }
-        if (total)
-            break; /* report the bytes now; the same condition shows up on the next call */
-        int rc = ssl_wait_or_fail(t, n, false);
-        if (rc == 1)
-            return 0;
-        return rc == 0 ? -EAGAIN : rc;
-    }
-    t->wants = 0;
-    return (ssize_t)total;
-}
-
-ssize_t sk__tls_write(sk__tls *t, const void *buf, size_t len)
-{
-    ERR_clear_error();
-    int n = SSL_write(t->ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
-    if (n > 0) {
-        t->wants = 0;
-        return n;
-    }
-    int rc = ssl_wait_or_fail(t, n, false);
-    return rc == 0 ? -EAGAIN : rc == 1 ? -EPIPE : rc;
-}
-
-void sk__tls_shutdown(sk__tls *t)
-{
-    ERR_clear_error();
-    SSL_shutdown(t->ssl); /* sends close_notify; we do not wait for the peer's here */
-    ERR_clear_error();
-}
-
-bool sk__tls_pending(const sk__tls *t)
-{
-    return SSL_pending(t->ssl) > 0;
-}
-
-unsigned sk__tls_wants(const sk__tls *t)
-{
-    return t->wants;
-}
-
-void sk__tls_info(const sk__tls *t, sk_tls_info *info)
-{
-    memset(info, 0, sizeof *info);
-    info->version = SSL_get_version(t->ssl);
-    info->cipher = SSL_get_cipher_name(t->ssl);
-    info->sni = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
-    const unsigned char *alpn;
-    unsigned alpn_len;
-    SSL_get0_alpn_selected(t->ssl, &alpn, &alpn_len);
-    snprintf(info->alpn, sizeof info->alpn, "%.*s", (int)alpn_len, alpn ? (const char *)alpn : "");
-    X509 *cert = SSL_get0_peer_certificate(t->ssl);
-    if (cert) {
-        X509_NAME_oneline(X509_get_subject_name(cert), info->peer_subject,
-                          sizeof info->peer_subject);
-        peer_names(cert, info->peer_names, sizeof info->peer_names);
-        info->peer_expired = X509_cmp_current_time(X509_get0_notAfter(cert)) < 0 ||
-                             X509_cmp_current_time(X509_get0_notBefore(cert)) > 0;
-        struct tm tm;
-        if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm))
-            strftime(info->peer_not_after, sizeof info->peer_not_after, "%Y-%m-%d", &tm);
-    }
-    info->verified = t->verified;
-    info->pinned = t->verified && t->ctx->has_pin;
-    snprintf(info->error, sizeof info->error, "%s", t->error);
 }
