@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "dgram.h"
 #include "error.h"
+#include "event.h"
 #include "frame.h"
 #include "listener.h"
 #include "loop.h"

@@ -33,6 +33,13 @@ static sk_conn *conn_new(sk_loop *loop, int fd)
     c->loop = loop;
     c->cb = &no_callbacks;
     c->x = (sk__conn_cold *)&sk__conn_defaults; /* read-only until sk__conn_own() */
+    if (sk__conn_stats_on(loop)) {
+        if (!sk__conn_own(c)) {
+            free(c);
+            return NULL;
+        }
+        c->x->opened_ms = sk_loop_now(loop);
+    }
     return c;
 }
 
@@ -43,7 +50,9 @@ int sk__conn_accepted(sk_loop *loop, int fd, sk_conn **out)
         return -ENOMEM;
     int rc = sk__io_start(loop, &c->io, fd, SK_READABLE, conn_io);
     if (rc < 0) {
-        free(c);
+        if (sk__conn_owns_cold(c))
+            free(c->x);
+        free(c); /* the socket stays the caller's */
         return rc;
     }
     *out = c;
@@ -80,20 +89,19 @@ SK_API int sk_conn_connect(sk_loop *loop, const sk_addr *addr, uint64_t timeout_
     }
     c->cb = callbacks ? callbacks : &no_callbacks;
     c->data = data;
-    c->flags |= F_CONNECTING;
+    c->flags |= F_CONNECTING | F_OUTGOING;
     if (timeout_ms && !sk__conn_own(c)) {
-        close(fd);
-        free(c);
+        sk__conn_free(c);
         return -ENOMEM;
     }
     if (timeout_ms)
         c->x->connect_ms = timeout_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)timeout_ms;
     rc = sk__io_start(loop, &c->io, fd, SK_WRITABLE, conn_io);
     if (rc < 0) {
-        close(fd);
-        free(c);
+        sk__conn_free(c);
         return rc;
     }
+    sk__count(&sk__loop_events(loop)->n.connects, 1);
     sk__conn_arm_timer(c, c->x->connect_ms);
     if (out)
         *out = c;
@@ -189,6 +197,7 @@ SK_API void sk_conn_abort(sk_conn *c)
 static void conn_task(sk_conn *c)
 {
     if (c->flags & F_CLOSED) {
+        sk__conn_report_close(c);
         if (c->cb->on_close)
             c->cb->on_close(c, c->close_reason);
         sk__conn_free(c);
@@ -208,6 +217,10 @@ static void conn_task(sk_conn *c)
 /* The conn is up (TCP connected, every layer started): on_connect, then what was queued. */
 static void established(sk_conn *c)
 {
+    if (c->flags & F_OUTGOING) {
+        sk__count(&sk__loop_events(c->loop)->n.connected, 1);
+        sk__emit(c->loop, &(sk_event){.kind = SK_EV_CONNECTED, .conn = c});
+    }
     sk__conn_arm_timer(c, sk__conn_current_period(c)); /* idle, or the linger of a close */
     sk__conn_update_interest(c);
     if (c->cb->on_connect && !(c->flags & F_CLOSING))

@@ -49,6 +49,35 @@ int sk__conn_socket(const sk_conn *c)
     return c->io.fd >= 0 ? c->io.fd : -1 - c->io.fd;
 }
 
+void sk__conn_count_in(sk_conn *c, size_t n)
+{
+    sk__count(&sk__loop_events(c->loop)->n.bytes_in, n);
+    if (sk__conn_owns_cold(c))
+        c->x->bytes_in += n;
+}
+
+void sk__conn_count_out(sk_conn *c, size_t n)
+{
+    sk__count(&sk__loop_events(c->loop)->n.bytes_out, n);
+    if (sk__conn_owns_cold(c))
+        c->x->bytes_out += n;
+}
+
+void sk__conn_report_close(sk_conn *c)
+{
+    sk__counters *n = &sk__loop_events(c->loop)->n;
+    sk_close_cause cause = sk_close_cause_of(c->close_reason);
+    sk__count(&n->closed, 1);
+    sk__count(&n->closed_by[cause], 1);
+    sk_event ev = {.kind = SK_EV_CLOSED, .conn = c, .err = c->close_reason, .cause = (int)cause};
+    if (sk__conn_stats_on(c->loop) && sk__conn_owns_cold(c)) {
+        ev.bytes_in = c->x->bytes_in;
+        ev.bytes_out = c->x->bytes_out;
+        ev.duration_ms = sk_loop_now(c->loop) - c->x->opened_ms;
+    }
+    sk__emit(c->loop, &ev);
+}
+
 void sk__conn_touch(sk_conn *c)
 {
     /* Only a conn with a deadline (hence its own cold part) needs to know. */
@@ -212,9 +241,17 @@ int sk__conn_start_layers(sk_conn *c)
         if (!next)
             return 1;
         int rc = next->ops->start(next);
-        if (rc <= 0)
+        if (rc == 0)
+            return 0;
+        sk_event ev = {.kind = rc > 0 ? SK_EV_LAYER_UP : SK_EV_LAYER_FAILED, .conn = c,
+                       .layer = next->ops->name, .err = rc < 0 ? rc : 0};
+        if (rc < 0) {
+            sk__count(&sk__loop_events(c->loop)->n.layer_failures, 1);
+            sk__emit(c->loop, &ev);
             return rc;
+        }
         next->up = true;
+        sk__emit(c->loop, &ev);
     }
 }
 

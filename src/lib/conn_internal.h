@@ -18,6 +18,7 @@ enum {
     F_ABOVE_HIGH = 1 << 7, /* the queue passed the high watermark; on_drain owed */
     F_EOF_REPORTED = 1 << 8, /* on_eof was called (or the conn closed at the FIN) */
     F_STARTING = 1 << 9,   /* a layer is being brought up (a TLS handshake) */
+    F_OUTGOING = 1 << 11,  /* made by sk_conn_connect(), not accepted */
     F_RESET_WANTED = 1 << 10, /* closing because we refused the peer's input: once what we
                                * sent has reached it, reset instead of FIN (sk__conn_reset_soon) */
 };
@@ -41,6 +42,8 @@ typedef struct sk__conn_cold {
     uint32_t max_frame;
     uint32_t low, high, limit;
     uint32_t idle_ms, linger_ms, connect_ms, start_ms;
+    /* With SK_EVENTS_CONN_STATS (the cold part is then made with the conn), for SK_EV_CLOSED. */
+    uint64_t opened_ms, bytes_in, bytes_out;
 } sk__conn_cold;
 
 struct sk_conn {
@@ -79,6 +82,12 @@ void sk__conn_after_flush(sk_conn *c);      /* the queue is empty: FIN, or finis
 /* F_RESET_WANTED and the queue is empty: reset once the kernel's send queue is acknowledged. */
 void sk__conn_reset_soon(sk_conn *c);
 void sk__conn_begin_close(sk_conn *c);      /* sk_conn_close() */
+
+/* The conn moved n bytes in (or out): the loop's counters, and the conn's own if it has them. */
+void sk__conn_count_in(sk_conn *c, size_t n);
+void sk__conn_count_out(sk_conn *c, size_t n);
+/* SK_EV_CLOSED and the close counters, once, just before on_close. */
+void sk__conn_report_close(sk_conn *c);
 
 /* ---- conn_io.c ---- */
 void sk__conn_flush(sk_conn *c);

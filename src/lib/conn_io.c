@@ -92,6 +92,7 @@ SK_API int sk_conn_writev(sk_conn *c, const struct iovec *iov, int iovcnt)
         }
         if (n > 0) {
             sent = (size_t)n;
+            sk__conn_count_out(c, sent);
             sk__conn_touch(c);
             SK_TRACE(c->loop, "send fd=%d %zd bytes", c->io.fd, n);
         }
@@ -160,6 +161,7 @@ void sk__conn_flush(sk_conn *c)
             return;
         }
         SK_TRACE(c->loop, "send fd=%d %zd bytes", c->io.fd, n);
+        sk__conn_count_out(c, (size_t)n);
         sk__conn_touch(c);
         q->head += (size_t)n;
         q->len -= (size_t)n;
@@ -190,8 +192,8 @@ static bool delivering(const sk_conn *c)
 
 static void frame_error(sk_conn *c, int err)
 {
-    sk__log(c->loop, SK_LOG_INFO, "fd=%d: frame longer than %u bytes; closing the connection",
-            c->io.fd, c->x->max_frame);
+    SK_TRACE(c->loop, "frame fd=%d longer than %u bytes: reset after the replies", c->io.fd,
+             c->x->max_frame);
     /* Flush what we owe, then reset: the rest of the oversized input is discarded, and a reset
      * (not a FIN, which reads as "all done") tells the peer its data was not taken. */
     c->close_reason = err;
@@ -316,8 +318,8 @@ static void report_eof(sk_conn *c)
     }
     if (c->x->in_len) {
         /* The stream ended inside a frame: nothing can complete it. */
-        sk__log(c->loop, SK_LOG_WARN, "fd=%d: stream ended inside a frame (%u bytes dropped)",
-                c->io.fd, c->x->in_len);
+        sk__emit(c->loop, &(sk_event){.kind = SK_EV_INPUT_DROPPED, .conn = c,
+                                      .bytes_in = c->x->in_len});
         keep_rest(c, c->x->in, 0);
     }
     if (c->cb->on_eof)
@@ -381,6 +383,7 @@ void sk__conn_on_readable(sk_conn *c)
         return;
     }
     SK_TRACE(c->loop, "recv fd=%d %zd bytes", c->io.fd, n);
+    sk__conn_count_in(c, (size_t)n);
     if (c->flags & F_CLOSING)
         return; /* discarded, and no progress: a peer that keeps sending cannot delay the close */
     sk__conn_touch(c);

@@ -43,6 +43,31 @@ int sk__backend_poll(int bfd, int timeout_ms, uint64_t *now);
 /* CLOCK_MONOTONIC in milliseconds: the loop's clock. */
 uint64_t sk__monotonic_ms(void);
 
+/* ---- events and counters (event.c) ---- */
+#include <stdatomic.h>
+typedef struct sk__counters {
+    _Atomic uint64_t accepted, connects, connected, closed;
+    _Atomic uint64_t refused[SK_REFUSE__COUNT];
+    _Atomic uint64_t closed_by[SK_CLOSE__COUNT];
+    _Atomic uint64_t bytes_in, bytes_out, layer_failures, accept_pauses;
+} sk__counters;
+typedef struct sk__events {
+    sk_event_cb cb;
+    void *arg;
+    unsigned flags; /* SK_EVENTS_* */
+    sk__counters n;
+} sk__events;
+sk__events *sk__loop_events(sk_loop *loop); /* loop.c: the loop's own */
+/* Counters have one writer, the loop's thread: a plain add, stored whole for other readers. */
+static inline void sk__count(_Atomic uint64_t *counter, uint64_t n)
+{
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+/* Give ev (ev->loop is set here) to the loop's sink, if it has one. */
+void sk__emit(sk_loop *loop, sk_event *ev);
+bool sk__conn_stats_on(sk_loop *loop); /* SK_EVENTS_CONN_STATS is set */
+
 /* ---- error text for parsers ---- */
 /* Write a sentence into err (when not NULL) and return -EINVAL: `return sk__fail_text(...)`. */
 int sk__fail_text(char *err, size_t errlen, const char *fmt, ...)

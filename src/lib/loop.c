@@ -65,6 +65,7 @@ struct sk_loop {
     post_item *post_head, *post_tail;
     /* user-watched descriptors */
     watch *watches;
+    sk__events events; /* the sink and the counters (event.c) */
     /* logging */
     sk_log_level log_level;
     sk_log_cb log_cb;
@@ -539,6 +540,11 @@ SK_API int sk_loop_post(sk_loop *loop, sk_post_cb fn, void *arg)
 }
 
 /* ---------------------------------------------------------------- logging */
+
+sk__events *sk__loop_events(sk_loop *loop)
+{
+    return &loop->events;
+}
 
 SK_API void sk_loop_set_log(sk_loop *loop, sk_log_level max_level, sk_log_cb cb, void *arg)
 {
