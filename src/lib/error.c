@@ -65,8 +65,6 @@ SK_API const char *sk_strerror(int err)
         return "no address of that family for this host";
     case SK_ERR_DNSFAIL:
         return "name resolution failed temporarily";
-    case SK_ERR_FRAME:
-        return "bad frame";
     case SK_ERR_TLS:
         return "TLS handshake failed";
     case SK_ERR_TLS_VERIFY:
