@@ -89,6 +89,8 @@ void sk__tls_shutdown(sk__tls *t);
 bool sk__tls_pending(const sk__tls *t);
 unsigned sk__tls_wants(const sk__tls *t);
 void sk__tls_info(const sk__tls *t, sk_tls_info *info);
+/* The context's own certificate (OpenSSL's X509), or NULL: lets the unit tests read it. */
+struct x509_st *sk__tls_ctx_cert(const sk_tls_ctx *ctx);
 
 /* Socket helpers shared by listener and conn. */
 int sk__socket(sk_loop *loop, int family, int type);
