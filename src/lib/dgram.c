@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -548,43 +547,13 @@ static void dgram_task(sk_dgram *d)
 
 /* ---------------------------------------------------------------- opening, closing */
 
-/* A Unix socket file nobody has bound (a crashed server's) may be replaced. */
-static bool unix_path_is_stale(const struct sockaddr_un *sun, socklen_t len)
-{
-    struct stat st;
-    if (sun->sun_path[0] == '\0' || lstat(sun->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
-        return false;
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    bool stale = connect(fd, (const struct sockaddr *)sun, len) < 0 && errno == ECONNREFUSED;
-    close(fd);
-    return stale;
-}
-
 static int bind_dgram(sk_dgram *d, const sk_addr *addr)
 {
-    const struct sockaddr *sa = (const struct sockaddr *)&addr->ss;
-    int err = bind(d->io.fd, sa, addr->len) == 0 ? 0 : errno;
-    if (err == EADDRINUSE && addr->ss.ss_family == AF_UNIX &&
-        unix_path_is_stale((const struct sockaddr_un *)sa, addr->len)) {
-        const char *path = ((const struct sockaddr_un *)sa)->sun_path;
-        sk__log(d->loop, SK_LOG_INFO, "removing stale socket file %s", path);
-        unlink(path);
-        err = bind(d->io.fd, sa, addr->len) == 0 ? 0 : errno;
-    }
-    if (err)
-        return -err;
-    if (sk__log_on(d->loop, SK_LOG_TRACE)) {
-        char name[SK_ADDR_STRLEN];
-        sk_addr_format(addr, name, sizeof name);
-        sk__log(d->loop, SK_LOG_TRACE, "bind fd=%d %s", d->io.fd, name);
-    }
-    const char *path = ((const struct sockaddr_un *)sa)->sun_path;
-    if (addr->ss.ss_family == AF_UNIX && addr->len > offsetof(struct sockaddr_un, sun_path) &&
-        path[0] != '\0' && !(d->unix_path = strdup(path)))
+    int rc = sk__sock_bind(d->loop, d->io.fd, SOCK_DGRAM, addr);
+    const char *path = sk__sock_unix_path(addr);
+    if (rc == 0 && path && !(d->unix_path = strdup(path)))
         return -ENOMEM;
-    return 0;
+    return rc;
 }
 
 static int setup_socket(sk_dgram *d, const sk_addr *bind_addr, const sk_addr *connect_to,
@@ -595,10 +564,8 @@ static int setup_socket(sk_dgram *d, const sk_addr *bind_addr, const sk_addr *co
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o->rcvbuf, sizeof o->rcvbuf);
     if (o->sndbuf > 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &o->sndbuf, sizeof o->sndbuf);
-    if (d->family == AF_INET6 && bind_addr) {
-        int v6only = o->v6only;
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
-    }
+    if (bind_addr)
+        sk__sock_v6only(fd, d->family, o->v6only);
     int rc = 0;
     if (bind_addr) {
         rc = bind_dgram(d, bind_addr);

@@ -92,8 +92,16 @@ void sk__tls_info(const sk__tls *t, sk_tls_info *info);
 /* The context's own certificate (OpenSSL's X509), or NULL: lets the unit tests read it. */
 struct x509_st *sk__tls_ctx_cert(const sk_tls_ctx *ctx);
 
-/* Socket helpers shared by listener and conn. */
+/* ---- socket helpers (sock.c), shared by listener, conn and dgram ---- */
+/* A non-blocking, close-on-exec socket: fd or -errno. */
 int sk__socket(sk_loop *loop, int family, int type);
 const char *sk__family_name(int family);
+/* bind(), replacing a stale Unix socket file of this type (SOCK_STREAM or SOCK_DGRAM) that
+ * nobody serves; traced. 0 or -errno. */
+int sk__sock_bind(sk_loop *loop, int fd, int type, const sk_addr *addr);
+/* The file a Unix address names (to remove it on close), or NULL: not Unix, or abstract. */
+const char *sk__sock_unix_path(const sk_addr *addr);
+void sk__sock_v6only(int fd, int family, bool on); /* IPV6_V6ONLY; nothing for other families */
+void sk__sock_nodelay(int fd, int family);          /* TCP_NODELAY; nothing for Unix sockets */
 
 #endif
