@@ -20,6 +20,7 @@ enum {
     SK_ERR_TLS_VERIFY = -5006,    /* the peer's certificate was refused */
     SK_ERR_TLS_TRUNCATED = -5007, /* the peer ended the TCP stream without TLS close_notify */
     SK_ERR_NOIFACE = -5008, /* an IPv6 zone (the part after '%') names no interface here */
+    SK_ERR_BACKEND = -5009, /* SOCKIT_BACKEND names no event-loop backend of this build */
 };
 
 /* Text for a code from any sockit function ("connection refused"). Never NULL, thread-safe. */

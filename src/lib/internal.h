@@ -34,15 +34,6 @@ enum { SK__DEFERRED = 4 };
 /* Call io->cb(io, SK__DEFERRED) once at the end of this iteration (a no-op if queued). */
 void sk__defer(sk_loop *loop, sk__io *io);
 
-/* ---- the backend (loop_epoll.c): the only part that knows epoll ---- */
-int sk__backend_open(void);
-int sk__backend_ctl(int bfd, int op, sk__io *io, unsigned events); /* op: 0 add, 1 mod, 2 del */
-/* Wait up to timeout_ms, set *now to sk__monotonic_ms() when the wait ends, then call each
- * ready io's callback. Returns events seen or -errno. */
-int sk__backend_poll(int bfd, int timeout_ms, uint64_t *now);
-/* CLOCK_MONOTONIC in milliseconds: the loop's clock. */
-uint64_t sk__monotonic_ms(void);
-
 /* ---- error text for parsers ---- */
 /* Write a sentence into err (when not NULL) and return -EINVAL: `return sk__fail_text(...)`. */
 int sk__fail_text(char *err, size_t errlen, const char *fmt, ...)
