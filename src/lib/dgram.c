@@ -549,11 +549,18 @@ static void dgram_task(sk_dgram *d)
 
 static int bind_dgram(sk_dgram *d, const sk_addr *addr)
 {
-    int rc = sk__sock_bind(d->loop, d->io.fd, SOCK_DGRAM, addr);
+    /* The copy of the path first: once bound, a failure would leave the socket file behind. */
     const char *path = sk__sock_unix_path(addr);
-    if (rc == 0 && path && !(d->unix_path = strdup(path)))
+    char *copy = NULL;
+    if (path && !(copy = strdup(path)))
         return -ENOMEM;
-    return rc;
+    int rc = sk__sock_bind(d->loop, d->io.fd, SOCK_DGRAM, addr);
+    if (rc < 0) {
+        free(copy); /* not ours to remove: the file may be a live server's */
+        return rc;
+    }
+    d->unix_path = copy;
+    return 0;
 }
 
 static int setup_socket(sk_dgram *d, const sk_addr *bind_addr, const sk_addr *connect_to,

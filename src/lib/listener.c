@@ -161,6 +161,22 @@ static int open_socket(sk_loop *loop, const sk_addr *addr, const sk_listen_optio
     return fd;
 }
 
+/* Undo an open that failed: nothing is on the loop yet, so everything goes now. fd >= 0: the
+ * socket was bound, and a Unix socket file we made goes too. */
+static int open_failed(sk_listener *l, int fd, int rc)
+{
+    if (fd >= 0) {
+        close(fd);
+        if (l->unix_path)
+            unlink(l->unix_path);
+    }
+    if (l->adm)
+        sk__admit_close(l->adm);
+    free(l->unix_path);
+    free(l);
+    return rc;
+}
+
 SK_API int sk_listener_open(sk_loop *loop, const sk_addr *addr, const sk_listen_options *opts,
                             sk_accept_cb on_accept, void *data, sk_listener **out)
 {
@@ -169,36 +185,26 @@ SK_API int sk_listener_open(sk_loop *loop, const sk_addr *addr, const sk_listen_
     sk_listener *l = calloc(1, sizeof *l);
     if (!l)
         return -ENOMEM;
-    int fd = open_socket(loop, addr, o);
-    if (fd < 0) {
-        free(l);
-        return fd;
-    }
     l->io.fd = -1;
     l->loop = loop;
     l->on_accept = on_accept;
     l->data = data;
     l->retry_ms = o->retry_ms ? o->retry_ms : 100;
     sk__ratelog_init(&l->log, loop, o->log_interval_ms ? o->log_interval_ms : 1000, log_pause, l);
-    if (sk__admit_new(loop, o, &l->adm) < 0) {
-        l->io.fd = fd;
-        sk_listener_close(l);
-        return -ENOMEM;
-    }
+    /* Every allocation before the socket: a failure then has no file to clean up. */
+    const char *path = sk__sock_unix_path(addr);
+    if (sk__admit_new(loop, o, &l->adm) < 0 || (path && !(l->unix_path = strdup(path))))
+        return open_failed(l, -1, -ENOMEM);
+    int fd = open_socket(loop, addr, o);
+    if (fd < 0)
+        return open_failed(l, -1, fd);
     l->addr.len = sizeof l->addr.ss;
     getsockname(fd, (struct sockaddr *)&l->addr.ss, &l->addr.len);
-    const char *path = sk__sock_unix_path(addr);
-    if (path) {
-        l->unix_path = strdup(path);
-        if (o->unix_mode)
-            chmod(path, o->unix_mode);
-    }
+    if (path && o->unix_mode)
+        chmod(path, o->unix_mode);
     int rc = sk__io_start(loop, &l->io, fd, SK_READABLE, listener_ready);
-    if (rc < 0) {
-        l->io.fd = fd;
-        sk_listener_close(l);
-        return rc;
-    }
+    if (rc < 0)
+        return open_failed(l, fd, rc);
     *out = l;
     return 0;
 }
