@@ -1,6 +1,6 @@
 # sockit — one Makefile, no configure step.
 #   make            build/libsockit.a, build/libsockit.so, build/sockit
-#   make test       every test suite (unit, examples, install, the docs' C blocks, end-to-end)
+#   make test       every suite (unit, library dependencies, examples, install, docs' C, e2e)
 #   make check      the same suites again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       start a server, talk to it, stop it
 #   make install    PREFIX=/usr/local DESTDIR= : headers, both libraries, sockit.pc, the command
