@@ -1,6 +1,6 @@
 # sockit — one Makefile, no configure step.
 #   make            build/libsockit.a, build/libsockit.so, build/sockit
-#   make test       every test suite (unit, examples, install, the docs' C blocks, end-to-end)
+#   make test       every suite (unit, library dependencies, examples, install, docs' C, e2e)
 #   make check      the same suites again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       start a server, talk to it, stop it
 #   make install    PREFIX=/usr/local DESTDIR= : headers, both libraries, sockit.pc, the command
@@ -55,8 +55,11 @@ $(BUILD)/libsockit.so: $(LIB_OBJ)
 $(BUILD)/sockit: $(CLI_OBJ) $(BUILD)/libsockit.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libsockit.a $(LDLIBS)
 
+# The unit tests count and fail allocations (tests/unit/alloc_fail.h): --wrap sends the calls the
+# static library and the tests make to the wrappers; libc's and OpenSSL's own stay untouched.
+UNIT_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=free
 $(BUILD)/unit_tests: $(UNIT_OBJ) $(BUILD)/libsockit.a
-	$(CC) $(LDFLAGS) -o $@ $(UNIT_OBJ) $(BUILD)/libsockit.a $(LDLIBS)
+	$(CC) $(LDFLAGS) $(UNIT_WRAP) -o $@ $(UNIT_OBJ) $(BUILD)/libsockit.a $(LDLIBS)
 
 examples: $(EXAMPLES)
 $(BUILD)/examples/%: examples/%.c $(BUILD)/libsockit.a

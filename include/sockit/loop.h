@@ -19,11 +19,19 @@ extern "C" {
 typedef struct sk_loop sk_loop;
 typedef struct sk_timer sk_timer;
 
+/* A new loop on the backend the environment variable SOCKIT_BACKEND names: "epoll", the only
+ * one so far, and the default when it is unset or empty. An unknown name fails with
+ * SK_ERR_BACKEND. The choice is an environment variable rather than an argument so that any
+ * program built on sockit (the sockit command, its test suites) can be run on another backend
+ * without a change to its code, and the one signature keeps working for every caller. */
 int sk_loop_new(sk_loop **out);
+/* The loop's backend: "epoll". */
+const char *sk_loop_backend_name(const sk_loop *loop);
 /* Frees the loop. Close conns and listeners first; timers and watches still on it are freed. */
 void sk_loop_free(sk_loop *loop);
 
-/* Run until sk_loop_stop() is called. Returns 0, or a negative errno if epoll itself fails. */
+/* Run until sk_loop_stop() is called. Returns 0, or a negative errno if the backend (epoll)
+ * itself fails. */
 int sk_loop_run(sk_loop *loop);
 /* Run one iteration, waiting at most timeout_ms (-1: until something happens). For tests. */
 int sk_loop_run_once(sk_loop *loop, int timeout_ms);

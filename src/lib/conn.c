@@ -90,8 +90,8 @@ SK_API int sk_conn_connect(sk_loop *loop, const sk_addr *addr, uint64_t timeout_
     c->cb = callbacks ? callbacks : &no_callbacks;
     c->data = data;
     c->flags |= F_CONNECTING | F_OUTGOING;
-    if (timeout_ms && !sk__conn_own(c)) {
-        sk__conn_free(c);
+    if (timeout_ms && (!sk__conn_own(c) || sk__conn_make_timer(c) < 0)) {
+        sk__conn_free(c); /* a connect without its deadline could hang forever: refuse it */
         return -ENOMEM;
     }
     if (timeout_ms)

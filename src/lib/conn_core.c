@@ -114,6 +114,13 @@ uint32_t sk__conn_current_period(const sk_conn *c)
     return c->x->idle_ms;
 }
 
+int sk__conn_make_timer(sk_conn *c)
+{
+    if (!sk__conn_own(c))
+        return -ENOMEM;
+    return c->x->timer ? 0 : sk_timer_new(c->loop, timer_fired, c, &c->x->timer);
+}
+
 void sk__conn_arm_timer(sk_conn *c, uint32_t period)
 {
     if (!period) {

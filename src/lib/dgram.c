@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -36,15 +35,16 @@
 #define UDP4_MAX 65507 /* 65535 - 20 (IPv4 header) - 8 (UDP header) */
 #define UDP6_MAX 65527 /* 65535 - 8: the IPv6 payload length counts the UDP header */
 
+/* A dgram's flags: DG_, since conn's F_ flags are other bits with the same names. */
 enum {
-    F_CONNECTED = 1 << 0,
-    F_PAUSED = 1 << 1,
-    F_CLOSED = 1 << 2,
-    F_BLOCKED = 1 << 3,    /* the kernel refused; waiting for writability or the retry timer */
-    F_ABOVE_HIGH = 1 << 4, /* writable() is false; on_drain owed when the queue empties */
-    F_IN_CALL = 1 << 5,    /* inside a user's call: callbacks are deferred to the task */
-    F_DRAIN_OWED = 1 << 6, /* on_drain deferred to the task */
-    F_FLUSHING = 1 << 7,
+    DG_CONNECTED = 1 << 0,
+    DG_PAUSED = 1 << 1,
+    DG_CLOSED = 1 << 2,
+    DG_BLOCKED = 1 << 3,    /* the kernel refused; waiting for writability or the retry timer */
+    DG_ABOVE_HIGH = 1 << 4, /* writable() is false; on_drain owed when the queue empties */
+    DG_IN_CALL = 1 << 5,    /* inside a user's call: callbacks are deferred to the task */
+    DG_DRAIN_OWED = 1 << 6, /* on_drain deferred to the task */
+    DG_FLUSHING = 1 << 7,
 };
 
 typedef struct qent {
@@ -110,12 +110,12 @@ static void trace_datagram(sk_dgram *d, const char *verb, size_t len, const char
 
 static void update_interest(sk_dgram *d)
 {
-    if (d->flags & F_CLOSED)
+    if (d->flags & DG_CLOSED)
         return;
     unsigned want = 0;
-    if (!(d->flags & F_PAUSED) && d->rnext >= d->rcount)
+    if (!(d->flags & DG_PAUSED) && d->rnext >= d->rcount)
         want |= SK_READABLE;
-    if ((d->flags & F_BLOCKED) && !(d->retry && sk_timer_active(d->retry)))
+    if ((d->flags & DG_BLOCKED) && !(d->retry && sk_timer_active(d->retry)))
         want |= SK_WRITABLE;
     sk__io_update(d->loop, &d->io, want);
 }
@@ -123,9 +123,9 @@ static void update_interest(sk_dgram *d)
 /* An error the kernel reported: now, or from the task when we are inside the user's call. */
 static void report_error(sk_dgram *d, int err, const sk_addr *peer)
 {
-    if (d->flags & F_CLOSED)
+    if (d->flags & DG_CLOSED)
         return;
-    if (d->flags & F_IN_CALL) {
+    if (d->flags & DG_IN_CALL) {
         if (!d->err_pending) {
             d->err_pending = err;
             d->err_has_peer = peer != NULL;
@@ -141,10 +141,10 @@ static void report_error(sk_dgram *d, int err, const sk_addr *peer)
 
 static void report_drain(sk_dgram *d)
 {
-    if (d->flags & F_CLOSED)
+    if (d->flags & DG_CLOSED)
         return;
-    if (d->flags & F_IN_CALL) {
-        d->flags |= F_DRAIN_OWED;
+    if (d->flags & DG_IN_CALL) {
+        d->flags |= DG_DRAIN_OWED;
         sk__defer(d->loop, &d->io);
         return;
     }
@@ -154,7 +154,7 @@ static void report_drain(sk_dgram *d)
 
 static const sk_addr *dest_of(const sk_dgram *d, const qent *e)
 {
-    return e->has_to ? &e->to : (d->flags & F_CONNECTED) ? &d->peer : NULL;
+    return e->has_to ? &e->to : (d->flags & DG_CONNECTED) ? &d->peer : NULL;
 }
 
 /* ---------------------------------------------------------------- receiving */
@@ -198,7 +198,7 @@ static int recv_batch(sk_dgram *d)
 
 static void deliver(sk_dgram *d)
 {
-    while (d->rnext < d->rcount && !(d->flags & (F_PAUSED | F_CLOSED))) {
+    while (d->rnext < d->rcount && !(d->flags & (DG_PAUSED | DG_CLOSED))) {
         unsigned i = d->rnext++;
         const struct mmsghdr *m = &d->rmsg[i];
         size_t size = m->msg_len;
@@ -221,13 +221,13 @@ static void deliver(sk_dgram *d)
 static void on_readable(sk_dgram *d)
 {
     unsigned total = 0;
-    while (total < RECV_PER_WAKEUP && !(d->flags & (F_PAUSED | F_CLOSED))) {
+    while (total < RECV_PER_WAKEUP && !(d->flags & (DG_PAUSED | DG_CLOSED))) {
         int n = recv_batch(d);
         if (n == 0)
             break;
         if (n < 0) {
             /* On a connected UDP socket, an ICMP error (port unreachable: -ECONNREFUSED). */
-            report_error(d, n, (d->flags & F_CONNECTED) ? &d->peer : NULL);
+            report_error(d, n, (d->flags & DG_CONNECTED) ? &d->peer : NULL);
             break;
         }
         d->rnext = 0;
@@ -238,7 +238,7 @@ static void on_readable(sk_dgram *d)
             break; /* the socket is empty */
     }
     /* The replies to this batch leave together. */
-    if (!(d->flags & (F_CLOSED | F_BLOCKED)) && d->qlen)
+    if (!(d->flags & (DG_CLOSED | DG_BLOCKED)) && d->qlen)
         flush(d);
     update_interest(d);
 }
@@ -254,7 +254,7 @@ static void retry_fired(sk_timer *t, void *arg)
 /* The kernel took no more: wait for writability, or for the timer when poll cannot tell. */
 static void block(sk_dgram *d, bool use_timer)
 {
-    d->flags |= F_BLOCKED;
+    d->flags |= DG_BLOCKED;
     if (use_timer && (d->retry || sk_timer_new(d->loop, retry_fired, d, &d->retry) == 0))
         sk_timer_start(d->retry, RETRY_MS, 0);
     update_interest(d);
@@ -341,7 +341,7 @@ static bool send_failed(sk_dgram *d, int err)
 {
     qent *e = &d->q[d->qhead];
     bool full = err == -EAGAIN || err == -EWOULDBLOCK || err == -ENOBUFS;
-    if (full && !(d->family == AF_UNIX && !(d->flags & F_CONNECTED) && err != -ENOBUFS)) {
+    if (full && !(d->family == AF_UNIX && !(d->flags & DG_CONNECTED) && err != -ENOBUFS)) {
         block(d, err == -ENOBUFS);
         return false;
     }
@@ -360,16 +360,16 @@ static bool send_failed(sk_dgram *d, int err)
         q_pop(d, 1);
     }
     report_error(d, err, p);
-    return !(d->flags & F_CLOSED);
+    return !(d->flags & DG_CLOSED);
 }
 
 /* Send what is queued until it is empty or the kernel is full; the count sent. */
 static unsigned flush(sk_dgram *d)
 {
-    if (d->flags & (F_CLOSED | F_FLUSHING))
+    if (d->flags & (DG_CLOSED | DG_FLUSHING))
         return 0;
-    d->flags |= F_FLUSHING;
-    d->flags &= ~(unsigned)F_BLOCKED;
+    d->flags |= DG_FLUSHING;
+    d->flags &= ~(unsigned)DG_BLOCKED;
     if (d->retry)
         sk_timer_stop(d->retry);
     unsigned total = 0;
@@ -391,11 +391,11 @@ static unsigned flush(sk_dgram *d)
         total += (unsigned)r;
         q_pop(d, (unsigned)r);
     }
-    d->flags &= ~(unsigned)F_FLUSHING;
-    if (d->flags & F_CLOSED)
+    d->flags &= ~(unsigned)DG_FLUSHING;
+    if (d->flags & DG_CLOSED)
         return total;
-    if (d->qlen == 0 && (d->flags & F_ABOVE_HIGH)) {
-        d->flags &= ~(unsigned)F_ABOVE_HIGH;
+    if (d->qlen == 0 && (d->flags & DG_ABOVE_HIGH)) {
+        d->flags &= ~(unsigned)DG_ABOVE_HIGH;
         report_drain(d);
     }
     update_interest(d);
@@ -431,42 +431,42 @@ static int send_now(sk_dgram *d, const void *data, size_t len, const sk_addr *to
 
 SK_API int sk_dgram_send(sk_dgram *d, const void *data, size_t len, const sk_addr *to)
 {
-    if (d->flags & F_CLOSED)
+    if (d->flags & DG_CLOSED)
         return -EBADF;
-    if (!to && !(d->flags & F_CONNECTED))
+    if (!to && !(d->flags & DG_CONNECTED))
         return -EDESTADDRREQ;
     if (to && to->ss.ss_family == AF_UNIX && to->len <= offsetof(struct sockaddr_un, sun_path))
         return -EDESTADDRREQ; /* an unnamed Unix peer cannot be answered */
     if (len > max_payload(d, to))
         return -EMSGSIZE;
-    if (d->batch == 1 && d->qlen == 0 && !(d->flags & F_BLOCKED)) {
+    if (d->batch == 1 && d->qlen == 0 && !(d->flags & DG_BLOCKED)) {
         int err = send_now(d, data, len, to);
         if (err == 0)
             return 0;
         if (earlier_error(d, err)) { /* the kernel's report about an earlier datagram */
-            d->flags |= F_IN_CALL;
+            d->flags |= DG_IN_CALL;
             report_error(d, err, to ? to : &d->peer);
-            d->flags &= ~(unsigned)F_IN_CALL;
+            d->flags &= ~(unsigned)DG_IN_CALL;
         }
         /* Queued, flush() below meets the same error and treats it as for any queued one. */
     }
     if (d->qlen >= d->max_queue) {
         d->stats.refused++;
-        d->flags |= F_ABOVE_HIGH;
+        d->flags |= DG_ABOVE_HIGH;
         return -ENOBUFS;
     }
     int rc = q_push(d, data, len, to);
     if (rc < 0)
         return rc;
     if (d->qlen >= d->max_queue / 2)
-        d->flags |= F_ABOVE_HIGH;
-    if (d->flags & F_BLOCKED)
+        d->flags |= DG_ABOVE_HIGH;
+    if (d->flags & DG_BLOCKED)
         return 0;
     if (d->qlen >= d->batch) {
         /* A full batch (or, with batch 1, every datagram) goes now. */
-        d->flags |= F_IN_CALL;
+        d->flags |= DG_IN_CALL;
         flush(d);
-        d->flags &= ~(unsigned)F_IN_CALL;
+        d->flags &= ~(unsigned)DG_IN_CALL;
     } else {
         sk__defer(d->loop, &d->io); /* the rest of the batch leaves at the iteration's end */
     }
@@ -480,7 +480,7 @@ SK_API size_t sk_dgram_queued(const sk_dgram *d)
 
 SK_API bool sk_dgram_writable(const sk_dgram *d)
 {
-    return !(d->flags & (F_ABOVE_HIGH | F_CLOSED));
+    return !(d->flags & (DG_ABOVE_HIGH | DG_CLOSED));
 }
 
 /* ---------------------------------------------------------------- events, tasks */
@@ -492,12 +492,12 @@ static void dgram_io(sk__io *io, unsigned events)
         dgram_task(d);
         return;
     }
-    if ((events & SK_WRITABLE) && (d->flags & F_BLOCKED)) {
+    if ((events & SK_WRITABLE) && (d->flags & DG_BLOCKED)) {
         unsigned sent = flush(d);
-        if (sent == 0 && (d->flags & F_BLOCKED) && !(d->flags & F_CLOSED))
+        if (sent == 0 && (d->flags & DG_BLOCKED) && !(d->flags & DG_CLOSED))
             block(d, true); /* "writable" but nothing went: poll cannot tell us, so retry */
     }
-    if ((events & SK_READABLE) && !(d->flags & F_CLOSED) && (d->io.events & SK_READABLE))
+    if ((events & SK_READABLE) && !(d->flags & DG_CLOSED) && (d->io.events & SK_READABLE))
         on_readable(d);
 }
 
@@ -518,7 +518,7 @@ static void free_dgram(sk_dgram *d)
 
 static void dgram_task(sk_dgram *d)
 {
-    if (d->flags & F_CLOSED) {
+    if (d->flags & DG_CLOSED) {
         free_dgram(d);
         return;
     }
@@ -527,62 +527,39 @@ static void dgram_task(sk_dgram *d)
         d->err_pending = 0;
         if (d->cb->on_error)
             d->cb->on_error(d, err, d->err_has_peer ? &d->err_peer : NULL);
-        if (d->flags & F_CLOSED)
+        if (d->flags & DG_CLOSED)
             return;
     }
-    if (d->flags & F_DRAIN_OWED) {
-        d->flags &= ~(unsigned)F_DRAIN_OWED;
+    if (d->flags & DG_DRAIN_OWED) {
+        d->flags &= ~(unsigned)DG_DRAIN_OWED;
         if (d->cb->on_drain)
             d->cb->on_drain(d);
-        if (d->flags & F_CLOSED)
+        if (d->flags & DG_CLOSED)
             return;
     }
     deliver(d); /* datagrams held while paused */
-    if (d->flags & F_CLOSED)
+    if (d->flags & DG_CLOSED)
         return;
-    if (d->qlen && !(d->flags & F_BLOCKED))
+    if (d->qlen && !(d->flags & DG_BLOCKED))
         flush(d);
     update_interest(d);
 }
 
 /* ---------------------------------------------------------------- opening, closing */
 
-/* A Unix socket file nobody has bound (a crashed server's) may be replaced. */
-static bool unix_path_is_stale(const struct sockaddr_un *sun, socklen_t len)
-{
-    struct stat st;
-    if (sun->sun_path[0] == '\0' || lstat(sun->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
-        return false;
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    bool stale = connect(fd, (const struct sockaddr *)sun, len) < 0 && errno == ECONNREFUSED;
-    close(fd);
-    return stale;
-}
-
 static int bind_dgram(sk_dgram *d, const sk_addr *addr)
 {
-    const struct sockaddr *sa = (const struct sockaddr *)&addr->ss;
-    int err = bind(d->io.fd, sa, addr->len) == 0 ? 0 : errno;
-    if (err == EADDRINUSE && addr->ss.ss_family == AF_UNIX &&
-        unix_path_is_stale((const struct sockaddr_un *)sa, addr->len)) {
-        const char *path = ((const struct sockaddr_un *)sa)->sun_path;
-        sk__log(d->loop, SK_LOG_INFO, "removing stale socket file %s", path);
-        unlink(path);
-        err = bind(d->io.fd, sa, addr->len) == 0 ? 0 : errno;
-    }
-    if (err)
-        return -err;
-    if (sk__log_on(d->loop, SK_LOG_TRACE)) {
-        char name[SK_ADDR_STRLEN];
-        sk_addr_format(addr, name, sizeof name);
-        sk__log(d->loop, SK_LOG_TRACE, "bind fd=%d %s", d->io.fd, name);
-    }
-    const char *path = ((const struct sockaddr_un *)sa)->sun_path;
-    if (addr->ss.ss_family == AF_UNIX && addr->len > offsetof(struct sockaddr_un, sun_path) &&
-        path[0] != '\0' && !(d->unix_path = strdup(path)))
+    /* The copy of the path first: once bound, a failure would leave the socket file behind. */
+    const char *path = sk__sock_unix_path(addr);
+    char *copy = NULL;
+    if (path && !(copy = strdup(path)))
         return -ENOMEM;
+    int rc = sk__sock_bind(d->loop, d->io.fd, SOCK_DGRAM, addr);
+    if (rc < 0) {
+        free(copy); /* not ours to remove: the file may be a live server's */
+        return rc;
+    }
+    d->unix_path = copy;
     return 0;
 }
 
@@ -594,10 +571,8 @@ static int setup_socket(sk_dgram *d, const sk_addr *bind_addr, const sk_addr *co
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o->rcvbuf, sizeof o->rcvbuf);
     if (o->sndbuf > 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &o->sndbuf, sizeof o->sndbuf);
-    if (d->family == AF_INET6 && bind_addr) {
-        int v6only = o->v6only;
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
-    }
+    if (bind_addr)
+        sk__sock_v6only(fd, d->family, o->v6only);
     int rc = 0;
     if (bind_addr) {
         rc = bind_dgram(d, bind_addr);
@@ -619,7 +594,7 @@ static int setup_socket(sk_dgram *d, const sk_addr *bind_addr, const sk_addr *co
         while (rc < 0 && errno == EINTR);
         if (rc < 0)
             rc = -errno;
-        d->flags |= F_CONNECTED;
+        d->flags |= DG_CONNECTED;
         d->peer = *connect_to;
     }
     return rc;
@@ -701,15 +676,15 @@ SK_API int sk_dgram_open(sk_loop *loop, const sk_addr *bind_addr, const sk_addr 
 
 SK_API void sk_dgram_close(sk_dgram *d)
 {
-    if (!d || (d->flags & F_CLOSED))
+    if (!d || (d->flags & DG_CLOSED))
         return;
     /* One last try for what is queued; errors now go nowhere. */
-    if (d->qlen && !(d->flags & F_BLOCKED)) {
-        d->flags |= F_IN_CALL;
+    if (d->qlen && !(d->flags & DG_BLOCKED)) {
+        d->flags |= DG_IN_CALL;
         flush(d);
-        d->flags &= ~(unsigned)F_IN_CALL;
+        d->flags &= ~(unsigned)DG_IN_CALL;
     }
-    d->flags |= F_CLOSED;
+    d->flags |= DG_CLOSED;
     sk__io_stop(d->loop, &d->io);
     SK_TRACE(d->loop, "close fd=%d", d->io.fd);
     close(d->io.fd);
@@ -725,15 +700,15 @@ SK_API void sk_dgram_close(sk_dgram *d)
 
 SK_API void sk_dgram_pause_reading(sk_dgram *d)
 {
-    d->flags |= F_PAUSED;
+    d->flags |= DG_PAUSED;
     update_interest(d);
 }
 
 SK_API void sk_dgram_resume_reading(sk_dgram *d)
 {
-    if (!(d->flags & F_PAUSED))
+    if (!(d->flags & DG_PAUSED))
         return;
-    d->flags &= ~(unsigned)F_PAUSED;
+    d->flags &= ~(unsigned)DG_PAUSED;
     if (d->rnext < d->rcount)
         sk__defer(d->loop, &d->io); /* held datagrams first; reading follows */
     update_interest(d);

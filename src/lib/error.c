@@ -65,8 +65,6 @@ SK_API const char *sk_strerror(int err)
         return "no address of that family for this host";
     case SK_ERR_DNSFAIL:
         return "name resolution failed temporarily";
-    case SK_ERR_FRAME:
-        return "bad frame";
     case SK_ERR_TLS:
         return "TLS handshake failed";
     case SK_ERR_TLS_VERIFY:
@@ -75,6 +73,8 @@ SK_API const char *sk_strerror(int err)
         return "TLS stream truncated (the peer closed without close_notify)";
     case SK_ERR_NOIFACE:
         return "no such network interface on this machine ('ip link' lists them)";
+    case SK_ERR_BACKEND:
+        return "unknown event loop backend in SOCKIT_BACKEND (this build has: epoll)";
     default:
         break;
     }

@@ -34,15 +34,6 @@ enum { SK__DEFERRED = 4 };
 /* Call io->cb(io, SK__DEFERRED) once at the end of this iteration (a no-op if queued). */
 void sk__defer(sk_loop *loop, sk__io *io);
 
-/* ---- the backend (loop_epoll.c): the only part that knows epoll ---- */
-int sk__backend_open(void);
-int sk__backend_ctl(int bfd, int op, sk__io *io, unsigned events); /* op: 0 add, 1 mod, 2 del */
-/* Wait up to timeout_ms, set *now to sk__monotonic_ms() when the wait ends, then call each
- * ready io's callback. Returns events seen or -errno. */
-int sk__backend_poll(int bfd, int timeout_ms, uint64_t *now);
-/* CLOCK_MONOTONIC in milliseconds: the loop's clock. */
-uint64_t sk__monotonic_ms(void);
-
 /* ---- events and counters (event.c) ---- */
 #include <stdatomic.h>
 typedef struct sk__counters {
@@ -101,8 +92,20 @@ void sk__conn_set_release(sk_conn *c, sk__release *r);
  * false for a Unix peer (cidr.c). */
 bool sk__addr_ip(const sk_addr *addr, int *family, uint8_t ip[16]);
 
-/* Socket helpers shared by listener and conn. */
+/* ---- TLS (tls.c) ---- */
+/* The context's own certificate (OpenSSL's X509), or NULL: lets the unit tests read it. */
+struct x509_st *sk__tls_ctx_cert(const sk_tls_ctx *ctx);
+
+/* ---- socket helpers (sock.c), shared by listener, conn and dgram ---- */
+/* A non-blocking, close-on-exec socket: fd or -errno. */
 int sk__socket(sk_loop *loop, int family, int type);
 const char *sk__family_name(int family);
+/* bind(), replacing a stale Unix socket file of this type (SOCK_STREAM or SOCK_DGRAM) that
+ * nobody serves; traced. 0 or -errno. */
+int sk__sock_bind(sk_loop *loop, int fd, int type, const sk_addr *addr);
+/* The file a Unix address names (to remove it on close), or NULL: not Unix, or abstract. */
+const char *sk__sock_unix_path(const sk_addr *addr);
+void sk__sock_v6only(int fd, int family, bool on); /* IPV6_V6ONLY; nothing for other families */
+void sk__sock_nodelay(int fd, int family);          /* TCP_NODELAY; nothing for Unix sockets */
 
 #endif

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "backend.h"
 
 struct sk_timer {
     sk_loop *loop;
@@ -43,7 +43,8 @@ typedef struct watch {
 } watch;
 
 struct sk_loop {
-    int backend_fd;
+    const sk__backend_ops *backend;
+    sk__backend *backend_state;
     bool stopping;
     uint64_t now;
     /* timers */
@@ -73,13 +74,6 @@ struct sk_loop {
     uint8_t read_buf[SK__READ_BUF];
 };
 
-uint64_t sk__monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* ---------------------------------------------------------------- descriptors */
 
 int sk__io_start(sk_loop *loop, sk__io *io, int fd, unsigned events, sk__io_cb cb)
@@ -94,8 +88,10 @@ int sk__io_update(sk_loop *loop, sk__io *io, unsigned events)
 {
     if (events == io->events || io->fd < 0)
         return 0;
-    int op = io->events == 0 ? 0 : events == 0 ? 2 : 1;
-    int rc = sk__backend_ctl(loop->backend_fd, op, io, events);
+    const sk__backend_ops *be = loop->backend;
+    int rc = io->events == 0 ? be->watch(loop->backend_state, io, events)
+             : events == 0   ? be->unwatch(loop->backend_state, io)
+                             : be->modify(loop->backend_state, io, events);
     if (rc == 0)
         io->events = events;
     return rc;
@@ -110,24 +106,42 @@ static void post_ready(sk__io *io, unsigned events);
 static void signal_ready(sk__io *io, unsigned events);
 static void run_tasks(sk_loop *loop);
 
+/* Every backend this build has; the first is the default. */
+static const sk__backend_ops *const backends[] = {&sk__backend_epoll};
+
+/* The backend SOCKIT_BACKEND names (unset or empty: the default), or NULL for an unknown name. */
+static const sk__backend_ops *choose_backend(void)
+{
+    const char *want = getenv("SOCKIT_BACKEND");
+    if (!want || !*want)
+        return backends[0];
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
+        if (strcmp(want, backends[i]->name) == 0)
+            return backends[i];
+    return NULL;
+}
+
 SK_API int sk_loop_new(sk_loop **out)
 {
+    const sk__backend_ops *be = choose_backend();
+    if (!be)
+        return SK_ERR_BACKEND;
     sk_loop *loop = calloc(1, sizeof *loop);
     if (!loop)
         return -ENOMEM;
     loop->signal_io.fd = -1;
-    loop->backend_fd = sk__backend_open();
-    if (loop->backend_fd < 0) {
-        int rc = loop->backend_fd;
+    loop->backend = be;
+    int rc = be->init(&loop->backend_state);
+    if (rc < 0) {
         free(loop);
         return rc;
     }
     int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (efd < 0 || sk__io_start(loop, &loop->post_io, efd, SK_READABLE, post_ready) < 0) {
-        int rc = -errno;
+    rc = efd < 0 ? -errno : sk__io_start(loop, &loop->post_io, efd, SK_READABLE, post_ready);
+    if (rc < 0) {
         if (efd >= 0)
             close(efd);
-        close(loop->backend_fd);
+        be->close(loop->backend_state);
         free(loop);
         return rc;
     }
@@ -136,6 +150,11 @@ SK_API int sk_loop_new(sk_loop **out)
     loop->now = sk__monotonic_ms();
     *out = loop;
     return 0;
+}
+
+SK_API const char *sk_loop_backend_name(const sk_loop *loop)
+{
+    return loop->backend->name;
 }
 
 SK_API void sk_loop_free(sk_loop *loop)
@@ -156,7 +175,7 @@ SK_API void sk_loop_free(sk_loop *loop)
     close(loop->post_io.fd);
     if (loop->signal_io.fd >= 0)
         close(loop->signal_io.fd);
-    close(loop->backend_fd);
+    loop->backend->close(loop->backend_state);
     free(loop);
 }
 
@@ -378,7 +397,7 @@ SK_API int sk_loop_run_once(sk_loop *loop, int timeout_ms)
     /* The backend reads the clock again as soon as the wait ends, before any callback runs:
      * a timer started or a deadline measured in a callback counts from now, not from when
      * the loop went to sleep (a stale clock cut active clients and short-changed timeouts). */
-    int rc = sk__backend_poll(loop->backend_fd, next_timeout(loop, timeout_ms), &loop->now);
+    int rc = loop->backend->wait(loop->backend_state, next_timeout(loop, timeout_ms), &loop->now);
     if (rc < 0)
         return rc;
     run_timers(loop);

@@ -1,42 +1,75 @@
-/* The epoll backend: the only file that knows epoll. A second backend (io_uring, kqueue) would
- * implement the same three functions from internal.h. An io with no interest is not in the epoll
- * set at all (loop.c deletes it), because epoll reports hang-ups even for an empty event mask and
- * a paused conn would otherwise be woken forever.
+/* The epoll backend: the only file that knows epoll (its table is sk__backend_epoll, see
+ * backend.h). An io with no interest is not in the epoll set at all (loop.c unwatches it),
+ * because epoll reports hang-ups even for an empty event mask and a paused conn would otherwise
+ * be woken forever.
  *
  * Level-triggered: a conn that stops reading (backpressure) simply drops SK_READABLE, and a
  * socket with more data than one read took is reported again next iteration, which keeps the
  * loop fair between busy and quiet clients. */
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "backend.h"
 
 #define MAX_EVENTS 256
 
-int sk__backend_open(void)
+struct sk__backend {
+    int epfd;
+};
+
+static int epoll_init(sk__backend **out)
 {
-    int fd = epoll_create1(EPOLL_CLOEXEC);
-    return fd < 0 ? -errno : fd;
+    sk__backend *b = malloc(sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    b->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (b->epfd < 0) {
+        int err = -errno;
+        free(b);
+        return err;
+    }
+    *out = b;
+    return 0;
 }
 
-static uint32_t to_epoll(unsigned events)
+static void epoll_close(sk__backend *b)
 {
-    return (events & SK_READABLE ? EPOLLIN | EPOLLRDHUP : 0u) |
-           (events & SK_WRITABLE ? EPOLLOUT : 0u);
+    close(b->epfd);
+    free(b);
 }
 
-int sk__backend_ctl(int bfd, int op, sk__io *io, unsigned events)
+static int ctl(sk__backend *b, int op, sk__io *io, unsigned events)
 {
-    static const int ops[] = {EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL};
-    struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
-    return epoll_ctl(bfd, ops[op], io->fd, &ev) < 0 ? -errno : 0;
+    struct epoll_event ev = {
+        .events = (events & SK_READABLE ? EPOLLIN | EPOLLRDHUP : 0u) |
+                  (events & SK_WRITABLE ? EPOLLOUT : 0u),
+        .data.ptr = io,
+    };
+    return epoll_ctl(b->epfd, op, io->fd, &ev) < 0 ? -errno : 0;
 }
 
-int sk__backend_poll(int bfd, int timeout_ms, uint64_t *now)
+static int epoll_watch(sk__backend *b, sk__io *io, unsigned events)
 {
-    struct epoll_event evs[MAX_EVENTS];
-    int n = epoll_wait(bfd, evs, MAX_EVENTS, timeout_ms);
+    return ctl(b, EPOLL_CTL_ADD, io, events);
+}
+
+static int epoll_modify(sk__backend *b, sk__io *io, unsigned events)
+{
+    return ctl(b, EPOLL_CTL_MOD, io, events);
+}
+
+static int epoll_unwatch(sk__backend *b, sk__io *io)
+{
+    return ctl(b, EPOLL_CTL_DEL, io, 0);
+}
+
+static int epoll_wait_and_run(sk__backend *b, int timeout_ms, uint64_t *now)
+{
+    struct epoll_event evs[MAX_EVENTS]; /* on the stack: a callback that runs the loop itself
+                                         * must not overwrite the rest of this batch */
+    int n = epoll_wait(b->epfd, evs, MAX_EVENTS, timeout_ms);
     *now = sk__monotonic_ms();
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
@@ -55,3 +88,13 @@ int sk__backend_poll(int bfd, int timeout_ms, uint64_t *now)
     }
     return n;
 }
+
+const sk__backend_ops sk__backend_epoll = {
+    .name = "epoll",
+    .init = epoll_init,
+    .watch = epoll_watch,
+    .modify = epoll_modify,
+    .unwatch = epoll_unwatch,
+    .wait = epoll_wait_and_run,
+    .close = epoll_close,
+};

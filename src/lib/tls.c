@@ -12,7 +12,9 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -45,14 +47,27 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
 
 /* ---------------------------------------------------------------- the ephemeral certificate */
 
+/* 128 bits from OpenSSL's RNG. rand(), never seeded, gave every run the same serial for the same
+ * issuer (CN=localhost), and clients that remember certificates refuse a second one with the
+ * same issuer and serial. A BIGNUM is never negative, so the INTEGER is positive. */
+static bool set_random_serial(X509 *cert)
+{
+    unsigned char bytes[16];
+    if (RAND_bytes(bytes, sizeof bytes) != 1)
+        return false;
+    BIGNUM *bn = BN_bin2bn(bytes, sizeof bytes, NULL);
+    bool ok = bn && !BN_is_zero(bn) && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert));
+    BN_free(bn);
+    return ok;
+}
+
 static int add_self_signed(SSL_CTX *ssl, char *err, size_t errlen)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
     X509 *cert = X509_new();
     int rc = -ENOMEM;
-    if (!key || !cert)
+    if (!key || !cert || !set_random_serial(cert))
         goto out;
-    ASN1_INTEGER_set(X509_get_serialNumber(cert), (long)(rand() & 0x7fffffff) + 1);
     X509_set_version(cert, 2);
     X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
     X509_gmtime_adj(X509_getm_notAfter(cert), 7L * 24 * 3600);
@@ -351,6 +366,11 @@ static void format_digest(const X509 *cert, char *buf, size_t len)
     size_t pos = (size_t)snprintf(buf, len, "sha256:");
     for (unsigned i = 0; i < n && pos + 3 < len; i++)
         pos += (size_t)snprintf(buf + pos, len - pos, i ? ":%02X" : "%02X", md[i]);
+}
+
+struct x509_st *sk__tls_ctx_cert(const sk_tls_ctx *ctx)
+{
+    return SSL_CTX_get0_certificate(ctx->ssl);
 }
 
 SK_API int sk_tls_ctx_fingerprint(const sk_tls_ctx *ctx, char *buf, size_t len)

@@ -483,7 +483,6 @@ TEST(error_texts)
     CHECK(strcmp(sk_strerror(SK_ERR_NONAME), "host name not known") == 0);
     CHECK(strcmp(sk_strerror(SK_ERR_NODATA), "no address of that family for this host") == 0);
     CHECK(strcmp(sk_strerror(SK_ERR_DNSFAIL), "name resolution failed temporarily") == 0);
-    CHECK(strcmp(sk_strerror(SK_ERR_FRAME), "bad frame") == 0);
     CHECK(strstr(sk_strerror(SK_ERR_NOIFACE), "no such network interface") != NULL);
     CHECK(strcmp(sk_strerror(-ECONNREFUSED), "connection refused") == 0);
     CHECK(strcmp(sk_strerror(-EADDRINUSE), "address already in use") == 0);

@@ -916,3 +916,36 @@ TEST(clock_is_fresh_in_callbacks_after_a_long_wait)
     close(w.pipe[1]);
     sk_loop_free(w.loop);
 }
+
+/* ---- the backend ---- */
+
+/* SOCKIT_BACKEND chooses the backend at sk_loop_new: epoll by default (unset or empty), by
+ * name, and an unknown name is a clear error, not a silent fallback. */
+TEST(loop_backend_chosen_by_sockit_backend)
+{
+    const char *was = getenv("SOCKIT_BACKEND");
+    char *saved = was ? strdup(was) : NULL;
+    sk_loop *loop = NULL;
+    unsetenv("SOCKIT_BACKEND");
+    REQUIRE(sk_loop_new(&loop) == 0);
+    CHECK(strcmp(sk_loop_backend_name(loop), "epoll") == 0);
+    sk_loop_free(loop);
+    const char *names[] = {"", "epoll"};
+    for (size_t i = 0; i < 2; i++) {
+        setenv("SOCKIT_BACKEND", names[i], 1);
+        loop = NULL;
+        CHECK(sk_loop_new(&loop) == 0);
+        CHECK(loop && strcmp(sk_loop_backend_name(loop), "epoll") == 0);
+        sk_loop_free(loop);
+    }
+    setenv("SOCKIT_BACKEND", "no-such-backend", 1);
+    loop = NULL;
+    CHECK(sk_loop_new(&loop) == SK_ERR_BACKEND);
+    CHECK(loop == NULL);
+    CHECK(strstr(sk_strerror(SK_ERR_BACKEND), "SOCKIT_BACKEND") != NULL);
+    if (saved)
+        setenv("SOCKIT_BACKEND", saved, 1);
+    else
+        unsetenv("SOCKIT_BACKEND");
+    free(saved);
+}

@@ -7,7 +7,8 @@
  * OpenSSL has already decrypted (SSL_pending) are delivered with no further socket activity,
  * partial writes and backpressure (8 MiB to a slow reader, an echo that pauses), the handshake's
  * own timeout, pin, chain and name verification, ALPN, mutual TLS, close_notify versus a
- * truncated stream, and the info a conn reports. Every wait is bounded. */
+ * truncated stream, the info a conn reports, and the ephemeral certificate's random serial.
+ * Every wait is bounded. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/bn.h>
+#include <openssl/x509.h>
+
+#include "internal.h"
 #include "util.h"
 
 #define WAIT_MS 5000
@@ -387,6 +392,25 @@ TEST(tls_info_and_errors_of_the_api)
     tconn_finish(loop, &cl);
     tserver_close(&ts);
     sk_loop_free(loop);
+}
+
+/* The ephemeral certificate's serial is random (RFC 5280: positive, at most 20 octets): two
+ * contexts, as two runs of a server, never share one. More than 64 bits proves it is not the
+ * old rand() value; a random 128-bit number has fewer than 65 only with probability 2^-64. */
+TEST(tls_ephemeral_certificates_have_random_128_bit_serials)
+{
+    sk_tls_ctx *a = self_signed_server(NULL), *b = self_signed_server(NULL);
+    REQUIRE(a && b);
+    const ASN1_INTEGER *sa = X509_get0_serialNumber(sk__tls_ctx_cert(a));
+    const ASN1_INTEGER *sb = X509_get0_serialNumber(sk__tls_ctx_cert(b));
+    CHECK(ASN1_INTEGER_cmp(sa, sb) != 0);
+    BIGNUM *bn = ASN1_INTEGER_to_BN(sa, NULL);
+    REQUIRE(bn);
+    CHECK(!BN_is_negative(bn) && !BN_is_zero(bn));
+    CHECK(BN_num_bits(bn) > 64 && BN_num_bits(bn) <= 128);
+    BN_free(bn);
+    sk_tls_ctx_free(a);
+    sk_tls_ctx_free(b);
 }
 
 TEST(tls_insecure_client_connects_unverified)
