@@ -378,7 +378,6 @@ static void start_workers(run *r)
         die(EXIT_RUNTIME, "out of memory");
     for (uint32_t i = 0; i < cfg->threads; i++) {
         bench_worker *w = &r->workers[i];
-        w->id = (int)i;
         w->cfg = cfg;
         w->first = (uint32_t)((uint64_t)cfg->conns * i / cfg->threads);
         w->count = (uint32_t)((uint64_t)cfg->conns * (i + 1) / cfg->threads) - w->first;

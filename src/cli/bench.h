@@ -63,7 +63,6 @@ typedef struct bench_counters {
 } bench_counters;
 
 typedef struct bench_worker {
-    int id;
     pthread_t thread;
     sk_loop *loop;
     const bench_config *cfg;

@@ -83,7 +83,6 @@ static void start(client *cl)
 
 const service service_chat = {
     .name = "chat",
-    .summary = "relay each line to every other client",
     .default_frame = SK_FRAME_LINE,
     .client_size = sizeof(chat_client),
     .start = start,

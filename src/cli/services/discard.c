@@ -19,7 +19,6 @@ static void start(client *cl)
 
 const service service_discard = {
     .name = "discard",
-    .summary = "read and drop everything",
     .default_frame = SK_FRAME_RAW,
     .start = start,
 };

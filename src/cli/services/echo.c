@@ -71,7 +71,6 @@ static void stop(client *cl)
 
 const service service_echo = {
     .name = "echo",
-    .summary = "return every byte (or frame)",
     .default_frame = SK_FRAME_RAW,
     .start = start,
     .stop = stop,

@@ -24,7 +24,6 @@ static void start(client *cl)
 
 const service service_greet = {
     .name = "greet",
-    .summary = "send --message and close",
     .default_frame = SK_FRAME_RAW,
     .start = start,
 };

@@ -28,7 +28,6 @@ typedef struct server_options {
 
 typedef struct service {
     const char *name;
-    const char *summary;
     sk_frame_kind default_frame;
     size_t client_size; /* bytes to allocate per client, at least sizeof(client); 0: that */
     /* A new client: set its callbacks (serve.c has set framing, limits and data). */

@@ -44,7 +44,6 @@ static void start(client *cl)
 
 const service service_source = {
     .name = "source",
-    .summary = "send data as fast as the client reads",
     .default_frame = SK_FRAME_RAW,
     .start = start,
 };
