@@ -131,10 +131,8 @@ static void peer_name(sk_conn *c, char *buf, size_t len)
 }
 
 /* A client record with its peer's name in the same allocation; NULL when out of memory. */
-static client *new_client(server *srv, sk_conn *c)
+static client *new_client(server *srv, sk_conn *c, const char *name)
 {
-    char name[SK_ADDR_STRLEN];
-    peer_name(c, name, sizeof name);
     size_t size = srv->svc->client_size ? srv->svc->client_size : sizeof(client);
     size_t name_len = strlen(name) + 1;
     client *cl = calloc(1, size + name_len);
@@ -149,9 +147,11 @@ static client *new_client(server *srv, sk_conn *c)
 static void on_accept(sk_listener *l, sk_conn *c)
 {
     server *srv = sk_listener_data(l);
-    client *cl = new_client(srv, c);
+    char name[SK_ADDR_STRLEN];
+    peer_name(c, name, sizeof name);
+    client *cl = new_client(srv, c, name);
     if (!cl) {
-        log_warn(&srv->log, "out of memory: refusing a client");
+        log_warn(&srv->log, "out of memory: refusing %s", name);
         sk_conn_abort(c);
         return;
     }

@@ -726,6 +726,38 @@ class AddressTests(SockitTestCase):
         ra = LineReader(a)
         self.assertEqual(ra.readline(), ("* [::1]:%d joined\n" % b.getsockname()[1]).encode())
 
+    def _overlong_line_then_reset(self, srv, host):
+        """A client that sends a line over --max-frame and resets at once. The server is
+        stopped (SIGSTOP) meanwhile, so the reset has arrived before it reads the line: by then
+        getpeername() fails, and only a name kept from accept can say who it was."""
+        c = self.connect(srv)
+        name = sock_name(c)
+        c.sendall(b"hi\n")
+        self.assertEqual(recv_exact(c, 3), b"hi\n")  # accepted, and up
+        os.kill(srv.pid, signal.SIGSTOP)
+        try:
+            c.sendall(b"x" * 100 + b"\n")
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()  # a reset
+        finally:
+            os.kill(srv.pid, signal.SIGCONT)
+        line = srv.wait_line(r"^.*sent a frame longer than --max-frame.*$").group(0)
+        self.assertIn("sockit: %s sent a frame longer than --max-frame (10 bytes)" % name, line,
+                      srv.describe())
+        self.assertTrue(name.startswith(host), name)
+
+    def test_ipv6_overlong_line_names_the_peer_after_its_reset(self):
+        """Issue 10.5: it was reported as 'unix-client-7', the name recomputed at close."""
+        if not ipv6_loopback_available():
+            self.skipTest("::1 is not available")
+        srv = self.serve("--mode", "echo", "--frame", "line", "--max-frame", "10",
+                         address="[::1]:0")
+        self._overlong_line_then_reset(srv, "[::1]:")
+
+    def test_ipv4_overlong_line_names_the_peer_after_its_reset(self):
+        srv = self.serve("--mode", "echo", "--frame", "line", "--max-frame", "10")
+        self._overlong_line_then_reset(srv, "127.0.0.1:")
+
     def test_unix_socket(self):
         path = os.path.join(self.tmpdir, "s.sock")
         srv = self.serve(address="unix:" + path)
