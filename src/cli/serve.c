@@ -119,6 +119,34 @@ void server_client_closed(client *cl, int reason)
     forget_client(srv, cl);
 }
 
+/* Over TLS a client is started only once its handshake is done: before, it is no client of
+ * the service (chat must not announce one that fails its handshake). Until then these are the
+ * conn's callbacks. */
+static void handshake_done(sk_conn *c)
+{
+    client *cl = sk_conn_data(c);
+    server *srv = cl->srv;
+    unlink_client(&srv->handshaking, cl);
+    link_client(&srv->clients, cl);
+    srv->svc->start(srv, cl);
+}
+
+static void handshake_frame(sk_conn *c, const void *data, size_t len)
+{
+    /* Not called: frames come after on_connect, which hands the conn to the service. */
+}
+
+static void handshake_closed(sk_conn *c, int reason)
+{
+    client *cl = sk_conn_data(c);
+    log_close(cl, reason);
+    unlink_client(&cl->srv->handshaking, cl);
+    forget_client(cl->srv, cl);
+}
+
+static const sk_conn_callbacks handshake_callbacks = {
+    .on_connect = handshake_done, .on_frame = handshake_frame, .on_close = handshake_closed};
+
 /* The peer's name, formatted now: by the close a reset peer has no address any more
  * (getpeername fails), and every message about the client must still say who it was. */
 static void peer_name(sk_conn *c, char *buf, size_t len)
@@ -163,12 +191,18 @@ static void on_accept(sk_listener *l, sk_conn *c)
     sk_conn_set_watermarks(c, high / 4, high, o->max_queue);
     if (o->idle_ms)
         sk_conn_set_idle_timeout(c, o->idle_ms);
-    link_client(&srv->clients, cl);
-    if (srv->tls && sk_conn_start_tls(c, srv->tls, NULL, srv->handshake_ms) < 0) {
-        log_warn(&srv->log, "cannot start TLS: out of memory; dropping a client");
-        sk_conn_abort(c);
+    if (!srv->tls) {
+        link_client(&srv->clients, cl);
+        srv->svc->start(srv, cl);
+        return;
     }
-    srv->svc->start(srv, cl);
+    link_client(&srv->handshaking, cl);
+    sk_conn_set_callbacks(c, &handshake_callbacks); /* the service starts at on_connect */
+    if (sk_conn_start_tls(c, srv->tls, NULL, srv->handshake_ms) < 0) {
+        log_warn(&srv->log, "%s: cannot start TLS: out of memory; dropped that client",
+                 cl->name);
+        sk_conn_abort(c); /* handshake_closed() follows and frees the client */
+    }
 }
 
 /* Bytes a client is still owed or still owes us: queued output, or input not yet read. */
@@ -185,6 +219,8 @@ static void drain_expired(sk_timer *t, void *arg)
         lost += undelivered(cl);
         sk_conn_abort(cl->conn);
     }
+    for (client *cl = srv->handshaking; cl; cl = cl->next)
+        sk_conn_abort(cl->conn); /* no data of theirs was taken yet: nothing undelivered */
     log_warn(&srv->log, "--drain-timeout: %zu client%s still busy after %.1f s (%zu with "
              "undelivered data); cut off", n, n == 1 ? "" : "s", (double)srv->drain_ms / 1000.0,
              lost);
@@ -210,6 +246,8 @@ static void on_signal(sk_loop *loop, int signo, void *arg)
         else
             sk_conn_close(cl->conn); /* flush what is queued, then close */
     }
+    for (client *cl = srv->handshaking; cl; cl = cl->next)
+        sk_conn_close(cl->conn); /* the handshake ends, on_connect is skipped, then the close */
     if (srv->client_count == 0)
         sk_loop_stop(loop);
     else if (srv->drain_ms && sk_timer_new(loop, drain_expired, srv, &srv->drain) == 0)

@@ -14,8 +14,9 @@ import threading
 import time
 import unittest
 
-from harness import (GREETING, RUN_TIMEOUT, SOCKIT, Deadline, Server, SockitTestCase,
-                     read_fd_until, recv_eof_or_reset, sha256)
+from harness import (GREETING, RUN_TIMEOUT, SOCKIT, Deadline, LineReader, Server,
+                     SockitTestCase, read_fd_until, recv_eof_or_reset, sha256, sock_name,
+                     wait_until)
 import tlsutil
 from tlsutil import OpenSSLProcess, Pki, start_s_server
 
@@ -292,6 +293,27 @@ class TlsTests(SockitTestCase):
         self.echo_round(good, b"after\n")
         self.assertTrue(srv.running())
         srv.wait_line(r"TLS handshake failed")
+
+    def test_chat_announces_only_clients_whose_handshake_succeeded(self):
+        """Issue 10.4: a client is started (chat announces it) once its handshake is done. One
+        that fails it was never in the room: no join line, and no leave line."""
+        srv = self.serve_tls("-m", "chat", "-v")
+        a = self.tls_client(srv)
+        ra = LineReader(a)
+        plain = self.connect(srv)  # not TLS at all
+        plain.sendall(b"hello, chat\r\n")
+        recv_eof_or_reset(plain, 10)
+        raw = self.connect(srv)  # TLS, but it does not trust the server's certificate
+        with self.assertRaises(ssl.SSLError):
+            ssl.create_default_context().wrap_socket(raw, server_hostname="localhost")
+        raw.close()
+        wait_until(lambda: len([l for l in srv.lines() if "TLS handshake failed" in l]) >= 2,
+                   10)
+        b = self.tls_client(srv)
+        self.assertEqual(ra.readline(), ("* %s joined\n" % sock_name(b)).encode(),
+                         "the first line a gets must be b's join\n" + srv.describe())
+        b.sendall(b"hi from b\n")
+        self.assertEqual(ra.readline(), ("[%s] hi from b\n" % sock_name(b)).encode())
 
     # -- peers we did not write -----------------------------------------------------------
     def test_openssl_s_client_against_serve(self):

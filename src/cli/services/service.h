@@ -39,8 +39,8 @@ typedef struct service {
     const char *name;
     sk_frame_kind default_frame;
     size_t client_size; /* bytes to allocate per client, at least sizeof(client); 0: that */
-    /* A new client: set its callbacks (serve.c has set framing, limits and data, and put it
-     * on srv->clients). */
+    /* A new client, ready for data (over TLS: its handshake is done): set its callbacks.
+     * serve.c has set framing, limits and data, and put it on srv->clients. */
     void (*start)(server *srv, client *cl);
     /* The server got SIGTERM/SIGINT: finish what the client has in flight, then close it.
      * NULL: sk_conn_close() at once (what is queued is still delivered). */
@@ -54,8 +54,9 @@ struct server {
     logger log;
     const service *svc;
     server_options opt;
-    client *clients;
-    size_t client_count;
+    client *clients;     /* started clients: what services see (chat relays to these) */
+    client *handshaking; /* TLS clients whose handshake is not done yet: not started */
+    size_t client_count; /* both lists */
     sk_listener *listener;
     sk_tls_ctx *tls;     /* tls:// addresses */
     uint64_t handshake_ms;
