@@ -952,18 +952,48 @@ class SignalTests(SockitTestCase):
     def test_sigint_with_five_clients(self):
         self._stop_with(signal.SIGINT)
 
-    def test_second_signal_exits_at_once(self):
-        """With a client that never reads, the first signal may wait to deliver; the second
-        must end the process right away."""
-        srv = self.serve("--mode", "source")
+    def _client_that_keeps_the_drain_going(self, srv):
+        """An echo client that sends without reading until the server stops reading from it:
+        the server then owes it data and still has its input to read, so a graceful stop
+        waits for it (up to --drain-timeout)."""
         c = self.connect(srv, rcvbuf=4096)
-        select.select([c], [], [], 10)  # the stream has started
+        c.setblocking(False)
+        block = b"x" * 65536
+        d = Deadline(20)
+        while not d.expired():
+            _, w, _ = select.select([], [c], [], 0.5)
+            if not w:
+                return c  # half a second without room: the server has stopped reading
+            try:
+                c.send(block)
+            except BlockingIOError:
+                pass
+        self.fail("the server never stopped reading from a client that does not read\n"
+                  + srv.describe())
+
+    def test_second_signal_exits_at_once(self):
+        """The first signal starts a drain that a client keeps going (--drain-timeout 60, far
+        beyond the 2 s linger of a close); the second must end the process at once, with
+        status 1 and a line saying so."""
+        srv = self.serve("--mode", "echo", "--drain-timeout", "60")
+        self._client_that_keeps_the_drain_going(srv)
         srv.send_signal(signal.SIGTERM)
-        try:
-            srv.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass  # already gone after the first: fine
-        srv.wait(5)  # no assertion on the status (1 or killed by the signal)
+
+        def refused():
+            with socket.socket() as s:
+                s.settimeout(5)
+                return s.connect_ex(srv.sockaddr) != 0
+
+        self.assertTrue(wait_until(refused, 10), "the first signal did not close the listener")
+        self.assertTrue(srv.running(), "the first signal alone ended the drain\n"
+                        + srv.describe())
+        t0 = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        status = srv.wait(10)
+        took = time.monotonic() - t0
+        self.assertEqual(status, 1, "exit status after the second signal\n" + srv.describe())
+        self.assertLess(took, 1.0, "the second signal took %.1f s to end the process" % took)
+        srv.wait_line(r"^sockit: second signal: exiting at once$")
 
 
 if __name__ == "__main__":
