@@ -1,6 +1,7 @@
 # sockit — one Makefile, no configure step.
 #   make            build/libsockit.a, build/libsockit.so, build/sockit
-#   make test       every test suite (unit, examples, install, the docs' C blocks, end-to-end)
+#   make test       every test suite (unit, examples, install, version, the docs' C blocks, the
+#                   command's static state, end-to-end)
 #   make check      the same suites again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       start a server, talk to it, stop it
 #   make install    PREFIX=/usr/local DESTDIR= : headers, both libraries, sockit.pc, the command

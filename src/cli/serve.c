@@ -161,14 +161,13 @@ static void peer_name(sk_conn *c, char *buf, size_t len)
 /* A client record with its peer's name in the same allocation; NULL when out of memory. */
 static client *new_client(server *srv, sk_conn *c, const char *name)
 {
-    size_t size = srv->svc->client_size ? srv->svc->client_size : sizeof(client);
-    size_t name_len = strlen(name) + 1;
-    client *cl = calloc(1, size + name_len);
+    size_t name_size = strlen(name) + 1;
+    client *cl = calloc(1, sizeof *cl + name_size);
     if (!cl)
         return NULL;
     cl->conn = c;
     cl->srv = srv;
-    cl->name = memcpy((char *)cl + size, name, name_len);
+    memcpy(cl->name, name, name_size);
     return cl;
 }
 
