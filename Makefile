@@ -1,10 +1,17 @@
 # sockit — one Makefile, no configure step.
 #   make            build/libsockit.a, build/libsockit.so, build/sockit
-#   make test       every suite (unit, library dependencies, examples, install, docs' C, e2e)
+#   make test       every test suite (unit, library dependencies, examples, install, version,
+#                   the docs' C blocks, the command's static state, end-to-end)
 #   make check      the same suites again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo       start a server, talk to it, stop it
 #   make install    PREFIX=/usr/local DESTDIR= : headers, both libraries, sockit.pc, the command
-VERSION := 0.1.0
+# The version lives in one place, the public header (SOCKIT_VERSION, which sk_version() and
+# `sockit --version` return); the shared library's name and sockit.pc take it from there, and
+# tests/version_check holds the man page to it.
+VERSION := $(shell sed -n 's/^\#define SOCKIT_VERSION "\(.*\)"$$/\1/p' include/sockit/sockit.h)
+ifeq ($(VERSION),)
+  $(error cannot read the version: include/sockit/sockit.h has no line defining SOCKIT_VERSION)
+endif
 SOVERSION := 0
 CC ?= cc
 BUILD ?= build
@@ -23,7 +30,11 @@ ifeq ($(SAN),1)
   OPT := -O1 -g -fno-omit-frame-pointer $(SANFLAGS) -fno-sanitize-recover=all
   LDFLAGS += $(SANFLAGS)
 endif
-CPPFLAGS += -D_GNU_SOURCE -Iinclude -Isrc/lib
+# The command, the examples and the docs use the public headers only; the library's own
+# headers (src/lib) are for the library and its unit tests (see the pattern rules below).
+CPPFLAGS += -D_GNU_SOURCE -Iinclude
+# Each object's header dependencies, as the compiler saw them (build/**/*.d, included below).
+DEPFLAGS = -MMD -MP
 CFLAGS += -std=c11 $(WARN) $(OPT) -fPIC -fvisibility=hidden
 LDLIBS += -lssl -lcrypto -lpthread
 
@@ -40,10 +51,11 @@ EXAMPLES := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 .PHONY: all test check unit e2e demo install uninstall clean fuzz examples fuzz-smoke bench
 all: $(BUILD)/libsockit.a $(BUILD)/libsockit.so $(BUILD)/sockit examples
 
-$(BUILD)/%.o: %.c $(wildcard include/sockit/*.h src/lib/*.h src/cli/*.h src/cli/services/*.h tests/unit/*.h)
+$(BUILD)/src/lib/%.o $(BUILD)/tests/unit/%.o: CPPFLAGS += -Isrc/lib
+$(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	@$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+	@$(CC) $(CPPFLAGS) $(DEPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/libsockit.a: $(LIB_OBJ)
 	@rm -f $@
@@ -65,7 +77,10 @@ examples: $(EXAMPLES)
 $(BUILD)/examples/%: examples/%.c $(BUILD)/libsockit.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	@$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libsockit.a $(LDLIBS)
+	@$(CC) $(CPPFLAGS) $(DEPFLAGS) -MF $@.d -MT $@ $(CFLAGS) $(LDFLAGS) -o $@ $< \
+	    $(BUILD)/libsockit.a $(LDLIBS)
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(EXAMPLES:=.d)
 
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests

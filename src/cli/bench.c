@@ -288,6 +288,8 @@ static bool wait_signal(uint64_t ms)
 
 typedef struct run {
     bench_config cfg;
+    _Atomic int phase;    /* PHASE_*: the workers read it */
+    uint8_t *pattern;     /* echo and bulk: what every connection sends */
     bench_args args;
     bench_worker *workers;
     uint64_t t_start, t_measure, t_end;
@@ -378,8 +380,9 @@ static void start_workers(run *r)
         die(EXIT_RUNTIME, "out of memory");
     for (uint32_t i = 0; i < cfg->threads; i++) {
         bench_worker *w = &r->workers[i];
-        w->id = (int)i;
         w->cfg = cfg;
+        w->phase = &r->phase;
+        w->pattern = r->pattern;
         w->first = (uint32_t)((uint64_t)cfg->conns * i / cfg->threads);
         w->count = (uint32_t)((uint64_t)cfg->conns * (i + 1) / cfg->threads) - w->first;
         hist_init(&w->hist);
@@ -402,7 +405,7 @@ static void run_bench(run *r)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* the workers inherit it; we take them here */
-    atomic_store(&bench_phase, PHASE_WARMUP);
+    atomic_store(&r->phase, PHASE_WARMUP);
     if (r->args.server_pid)
         proc_sample_take(r->args.server_pid, &r->srv0);
     r->t_start = r->last_ns = bench_now_ns();
@@ -417,7 +420,7 @@ static void run_bench(run *r)
     r->t_measure = bench_now_ns();
     if (r->args.server_pid && cfg->mode != BENCH_IDLE)
         proc_sample_take(r->args.server_pid, &r->srv0);
-    atomic_store(&bench_phase, PHASE_MEASURE);
+    atomic_store(&r->phase, PHASE_MEASURE);
     if (go_on)
         run_until(r, r->t_measure + r->args.duration_ms * 1000000u, NULL);
     if (r->args.server_pid)
@@ -425,7 +428,7 @@ static void run_bench(run *r)
     totals t;
     sum_counters(r->workers, cfg->threads, &t);
     r->open_at_end = t.open;
-    atomic_store(&bench_phase, PHASE_DONE);
+    atomic_store(&r->phase, PHASE_DONE);
     r->t_end = bench_now_ns();
     if (r->progress) {
         progress_line(r);
@@ -647,8 +650,9 @@ int cmd_bench(int argc, char **argv)
         msg("warning: only %llu file descriptors allowed (hard limit), %llu wanted for %u "
             "connections: some will fail (raise 'ulimit -Hn' as root)",
             (unsigned long long)r.nofile, (unsigned long long)want, r.cfg.conns);
-    if (r.cfg.mode == BENCH_ECHO || r.cfg.mode == BENCH_BULK)
-        bench_pattern_init();
+    if ((r.cfg.mode == BENCH_ECHO || r.cfg.mode == BENCH_BULK) &&
+        !(r.pattern = bench_pattern_new()))
+        die(EXIT_RUNTIME, "out of memory (for the 2 MiB pattern the connections send)");
     r.progress = !r.args.quiet && isatty(STDERR_FILENO);
     run_bench(&r);
     result res;
@@ -662,6 +666,7 @@ int cmd_bench(int argc, char **argv)
     for (uint32_t i = 0; i < r.cfg.threads; i++)
         sk_loop_free(r.workers[i].loop);
     free(r.workers);
+    free(r.pattern);
     sk_tls_ctx_free(r.cfg.tls);
     return status;
 }

@@ -45,9 +45,8 @@ typedef struct bench_config {
     char tls_name[256];  /* the name verified and sent as SNI */
 } bench_config;
 
-/* ---- the run's phase, set by the main thread, read by every worker ---- */
+/* ---- the run's phase, set by the main thread, read by every worker (bench_worker.phase) ---- */
 enum { PHASE_WARMUP = 0, PHASE_MEASURE = 1, PHASE_DONE = 2 };
-extern _Atomic int bench_phase;
 
 /* Counters a worker alone writes and the main thread reads while it runs. */
 typedef struct bench_counters {
@@ -63,10 +62,11 @@ typedef struct bench_counters {
 } bench_counters;
 
 typedef struct bench_worker {
-    int id;
     pthread_t thread;
     sk_loop *loop;
     const bench_config *cfg;
+    const _Atomic int *phase; /* the run's PHASE_*, which the main thread moves on */
+    const uint8_t *pattern;   /* echo and bulk: from bench_pattern_new(), shared, read-only */
     uint32_t first, count;  /* its connections: numbers first .. first+count-1 */
     bench_counters ctr;
     bench_hist hist;        /* measured latencies; read by the main thread after join */
@@ -78,8 +78,9 @@ void *bench_worker_main(void *arg);
 /* From the main thread: make the worker's loop return. */
 void bench_worker_stop(bench_worker *w);
 
-/* The pattern every echo connection sends: byte o of connection i is table[(off_i + o) % PLEN]. */
-void bench_pattern_init(void);
+/* The pattern every echo connection sends: byte o of connection i is table[(off_i + o) % PLEN].
+ * Made once per run and freed by its caller; NULL when out of memory. */
+uint8_t *bench_pattern_new(void);
 
 /* Monotonic time in nanoseconds. */
 uint64_t bench_now_ns(void);

@@ -24,15 +24,11 @@
 #define IDLE_CONNECTS_IN_FLIGHT 256
 #define RETRY_MS 10
 
-static uint8_t *pattern;
-
-_Atomic int bench_phase;
-
-void bench_pattern_init(void)
+uint8_t *bench_pattern_new(void)
 {
-    pattern = malloc(2u * PLEN);
+    uint8_t *pattern = malloc(2u * PLEN);
     if (!pattern)
-        abort();
+        return NULL;
     uint64_t x = 0x9e3779b97f4a7c15ull;
     for (uint32_t i = 0; i < PLEN; i++) {
         x ^= x << 13;
@@ -41,6 +37,7 @@ void bench_pattern_init(void)
         pattern[i] = (uint8_t)(x >> 24);
     }
     memcpy(pattern + PLEN, pattern, PLEN);
+    return pattern;
 }
 
 uint64_t bench_now_ns(void)
@@ -77,15 +74,15 @@ struct wstate {
     bool stopping;
 };
 
-static bool measuring(void)
+static bool measuring(const wstate *ws)
 {
-    return atomic_load_explicit(&bench_phase, memory_order_relaxed) == PHASE_MEASURE;
+    return atomic_load_explicit(ws->w->phase, memory_order_relaxed) == PHASE_MEASURE;
 }
 
 static bool done(const wstate *ws)
 {
     return ws->stopping ||
-           atomic_load_explicit(&bench_phase, memory_order_relaxed) == PHASE_DONE;
+           atomic_load_explicit(ws->w->phase, memory_order_relaxed) == PHASE_DONE;
 }
 
 static void note_error(wstate *ws, int reason)
@@ -101,12 +98,12 @@ static int write_stream(bconn *b, uint64_t n)
     while (n) {
         uint32_t pos = (uint32_t)((b->off + b->tx) % PLEN);
         size_t piece = n < PLEN ? (size_t)n : PLEN;
-        int rc = sk_conn_write(b->c, pattern + pos, piece);
+        int rc = sk_conn_write(b->c, b->ws->w->pattern + pos, piece);
         if (rc < 0)
             return rc; /* on_close follows */
         b->tx += piece;
         n -= piece;
-        if (measuring())
+        if (measuring(b->ws))
             ctr_add(&b->ws->w->ctr.bytes_tx, piece);
     }
     return 0;
@@ -162,7 +159,7 @@ static void echo_frame(sk_conn *c, const void *data, size_t len)
     const bench_config *cfg = ws->cfg;
     const uint8_t *p = data;
     uint64_t now = bench_now_ns();
-    bool meas = measuring();
+    bool meas = measuring(ws);
     if (b->rx + len > b->tx) {
         /* More came back than we sent: the server invented bytes. */
         ctr_add(&ws->w->ctr.mismatches, 1);
@@ -176,7 +173,7 @@ static void echo_frame(sk_conn *c, const void *data, size_t len)
         size_t in_msg = (size_t)(b->rx % cfg->size);
         size_t seg = cfg->size - in_msg < len ? cfg->size - in_msg : len;
         uint32_t pos = (uint32_t)((b->off + b->rx) % PLEN);
-        if (memcmp(p, pattern + pos, seg) != 0)
+        if (memcmp(p, ws->w->pattern + pos, seg) != 0)
             b->bad = true;
         b->rx += seg;
         p += seg;
@@ -214,7 +211,7 @@ static void bulk_frame(sk_conn *c, const void *data, size_t len)
 {
     bconn *b = sk_conn_data(c);
     b->rx += len;
-    if (measuring())
+    if (measuring(b->ws))
         ctr_add(&b->ws->w->ctr.bytes_rx, len);
 }
 
@@ -356,7 +353,7 @@ static void connect_close(sk_conn *c, int reason)
     if (done(ws))
         return;
     if (reason == 0 && b->got_eof) {
-        if (measuring()) {
+        if (measuring(ws)) {
             uint64_t now = bench_now_ns();
             hist_record(&ws->w->hist, (now - b->start_ns) / 1000u);
             ctr_add(&ws->w->ctr.messages, 1);

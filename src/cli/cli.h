@@ -10,6 +10,13 @@
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
+/* Every line the command writes on stderr (msg, die, log_*, the library's trace) is formatted
+ * into one buffer of at most LOG_LINE_MAX bytes and written with one write(2): stderr is
+ * unbuffered, so fprintf of prefix, text and newline could be three writes, and lines from two
+ * threads (or two processes on one pipe; PIPE_BUF is 4096) could interleave. A longer line is
+ * cut and ends in "...", never split. */
+#define LOG_LINE_MAX 4096
+
 /* "sockit: " + message + newline on stderr. */
 void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* msg(), then exit with status. */
@@ -31,17 +38,26 @@ uint64_t parse_seconds_ms(const char *option, const char *text);
 
 /* Verbosity: -q errors only, default warnings, -v also each socket step. */
 typedef enum { VERBOSITY_QUIET, VERBOSITY_NORMAL, VERBOSITY_VERBOSE } verbosity;
-void setup_logging(sk_loop *loop, verbosity v);
-/* Messages of the command itself, shown at the verbosity set by setup_logging(). */
-void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* What a command shows at its verbosity. Owned by the command and reached through the objects
+ * it makes (a server, a client's state), never a global: two servers in one process may each
+ * have their own. */
+typedef struct logger {
+    verbosity level;
+} logger;
+/* Set lg to v, and send the loop's own log (socket steps, library warnings) to stderr at v. */
+void setup_logging(sk_loop *loop, logger *lg, verbosity v);
+/* "sockit: " + message, unless -q. */
+void log_warn(const logger *lg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The message as it is, with -v only. */
+void log_info(const logger *lg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The message as it is, unless -q: lines people and scripts read ("listening on ADDR"). */
+void log_notice(const logger *lg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* TLS options shared by serve and connect (tls_cli.c). */
 typedef struct tls_cli {
     const char *cert, *key, *ca, *pin, *sni, *alpn;
     const char *ciphers, *ciphersuites, *min_version; /* --ciphers --ciphersuites --tls-min */
     bool insecure;
-    bool quiet;
 } tls_cli;
 /* The protocol options serve and connect share: their getopt codes, table entries and help. */
 enum { OPT_TLS_CIPHERS = 0x200, OPT_TLS_SUITES, OPT_TLS_MIN };
@@ -59,15 +75,16 @@ bool tls_cli_protocol_option(tls_cli *t, int ch, const char *arg);
 /* Some TLS option was given (for "TLS options need a tls:// address"). */
 bool tls_cli_any(const tls_cli *t);
 /* Make the context or exit with a message; the server prints the ephemeral fingerprint. */
-void tls_cli_server_ctx(const tls_cli *t, sk_tls_ctx **out);
+void tls_cli_server_ctx(const tls_cli *t, const logger *lg, sk_tls_ctx **out);
 void tls_cli_client_ctx(const tls_cli *t, sk_tls_ctx **out);
 /* With -v: protocol, cipher, the peer's certificate and whether it was verified. */
-void tls_cli_describe(sk_conn *c, const char *who);
+void tls_cli_describe(const logger *lg, sk_conn *c, const char *who);
 
 /* Datagrams (udp.c): the udp:// and unix-dgram: addresses of serve and connect. */
 struct server_options;
-void serve_udp(sk_loop *loop, const sk_addrspec *spec, const char *mode,
-               const struct server_options *opt, verbosity v);
+/* serve udp:// or unix-dgram: with mode until a signal; the exit status. */
+int serve_udp(const sk_addrspec *spec, const char *mode, const struct server_options *opt,
+              verbosity v);
 bool connect_is_udp(int argc, char **argv);
 int connect_udp(int argc, char **argv);
 

@@ -10,11 +10,43 @@
 
 #include "cli.h"
 
+/* prefix + the formatted text + newline, as one write(2) of at most LOG_LINE_MAX bytes (see
+ * cli.h). errno is kept: callers report it after calling us (write_stdout). */
+__attribute__((format(printf, 2, 0))) static void write_line(const char *prefix, const char *fmt,
+                                                             va_list ap)
+{
+    char line[LOG_LINE_MAX];
+    int saved = errno;
+    size_t len = strlen(prefix);
+    if (len > sizeof line / 2)
+        len = sizeof line / 2; /* prefixes are short; this only keeps room for the text */
+    memcpy(line, prefix, len);
+    int n = vsnprintf(line + len, sizeof line - len, fmt, ap);
+    if (n < 0) /* an encoding error: say where, rather than print nothing */
+        n = snprintf(line + len, sizeof line - len, "(cannot format the message '%s')", fmt);
+    len += n > 0 ? (size_t)n : 0;
+    if (len > sizeof line - 1) { /* cut: the newline takes the terminating NUL's place */
+        len = sizeof line - 1;
+        memcpy(line + len - 3, "...", 3);
+    }
+    line[len++] = '\n';
+    /* One call: a retry only follows a call that wrote nothing (interrupted by a signal). */
+    while (write(STDERR_FILENO, line, len) < 0 && errno == EINTR)
+        continue;
+    errno = saved;
+}
+
+__attribute__((format(printf, 2, 3))) static void emit(const char *prefix, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    write_line(prefix, fmt, ap);
+    va_end(ap);
+}
+
 __attribute__((format(printf, 1, 0))) static void vmsg(const char *fmt, va_list ap)
 {
-    char line[1024];
-    vsnprintf(line, sizeof line, fmt, ap);
-    fprintf(stderr, "sockit: %s\n", line); /* one write: lines from two processes never mix */
+    write_line("sockit: ", fmt, ap);
 }
 
 void msg(const char *fmt, ...)
@@ -141,46 +173,50 @@ uint64_t parse_seconds_ms(const char *option, const char *text)
     return (uint64_t)(s * 1000.0 + 0.5);
 }
 
-static void log_line(sk_loop *loop, sk_log_level level, const char *line, void *arg)
+/* The library's log sink: one line, already formatted, from the loop's thread. */
+static void library_line(sk_loop *loop, sk_log_level level, const char *line, void *arg)
 {
     /* Socket steps are printed bare ("accept fd=5 peer=..."), so they read like the seed's
      * step table; warnings and errors carry the program's name. */
-    if (level == SK_LOG_TRACE || level == SK_LOG_INFO)
-        fprintf(stderr, "%s\n", line);
-    else
-        fprintf(stderr, "sockit: %s\n", line);
+    bool bare = level == SK_LOG_TRACE || level == SK_LOG_INFO;
+    emit(bare ? "" : "sockit: ", "%s", line);
 }
 
-static verbosity current_verbosity = VERBOSITY_NORMAL;
-
-void log_warn(const char *fmt, ...)
+void log_warn(const logger *lg, const char *fmt, ...)
 {
-    if (current_verbosity == VERBOSITY_QUIET)
+    if (lg->level == VERBOSITY_QUIET)
         return;
     va_list ap;
     va_start(ap, fmt);
-    fputs("sockit: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    write_line("sockit: ", fmt, ap);
     va_end(ap);
 }
 
-void log_info(const char *fmt, ...)
+void log_info(const logger *lg, const char *fmt, ...)
 {
-    if (current_verbosity != VERBOSITY_VERBOSE)
+    if (lg->level != VERBOSITY_VERBOSE)
         return;
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    write_line("", fmt, ap);
     va_end(ap);
 }
 
-void setup_logging(sk_loop *loop, verbosity v)
+void log_notice(const logger *lg, const char *fmt, ...)
 {
-    current_verbosity = v;
+    if (lg->level == VERBOSITY_QUIET)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    write_line("", fmt, ap);
+    va_end(ap);
+}
+
+void setup_logging(sk_loop *loop, logger *lg, verbosity v)
+{
+    lg->level = v;
     sk_log_level max = v == VERBOSITY_QUIET ? SK_LOG_ERROR
                        : v == VERBOSITY_VERBOSE ? SK_LOG_TRACE
                                                 : SK_LOG_WARN;
-    sk_loop_set_log(loop, max, log_line, NULL);
+    sk_loop_set_log(loop, max, library_line, NULL);
 }

@@ -56,6 +56,7 @@ static const char connect_usage[] =
 
 typedef struct client_state {
     sk_loop *loop;
+    logger log;
     sk_conn *conn;
     char name[SK_ADDR_STRLEN];
     sk_addr addrs[16];
@@ -66,7 +67,7 @@ typedef struct client_state {
     sk_timer *file_pump;
     sk_timer *quiet; /* after the server's FIN: standard input quiet for too long */
     sk_tls_ctx *tls;
-    const char *tls_name; /* verified and sent as SNI */
+    char tls_name[256]; /* verified and sent as SNI */
     char tls_error[256];
     int last_error;
     int exit_status;
@@ -167,9 +168,9 @@ static void on_connect(sk_conn *c)
 {
     client_state *st = sk_conn_data(c);
     st->connected = true;
-    log_info("connected to %s", st->name);
+    log_info(&st->log, "connected to %s", st->name);
     if (st->tls)
-        tls_cli_describe(c, "server");
+        tls_cli_describe(&st->log, c, "server");
     if (st->idle_ms)
         sk_conn_set_idle_timeout(c, st->idle_ms);
     start_stdin(st);
@@ -375,9 +376,8 @@ static void resolve(client_state *st, const char *text, const tls_cli *tls)
         die(EXIT_USAGE, "'%s': udp:// is not supported yet (use tcp:// or unix:)", text);
     if (spec.scheme == SK_SCHEME_TLS) {
         tls_cli_client_ctx(tls, &st->tls);
-        static char name[256];
-        snprintf(name, sizeof name, "%s", tls->sni ? tls->sni : spec.host);
-        st->tls_name = name[0] ? name : "localhost";
+        const char *name = tls->sni ? tls->sni : spec.host;
+        snprintf(st->tls_name, sizeof st->tls_name, "%s", name[0] ? name : "localhost");
     } else if (tls_cli_any(tls)) {
         die(EXIT_USAGE, "TLS options need a tls:// address (sockit connect tls://%s ...)", text);
     }
@@ -431,7 +431,7 @@ int cmd_connect(int argc, char **argv)
     int rc = sk_loop_new(&st.loop);
     if (rc < 0)
         die(EXIT_RUNTIME, "cannot create the event loop: %s", sk_strerror(rc));
-    setup_logging(st.loop, v);
+    setup_logging(st.loop, &st.log, v);
     try_next(&st);
     rc = sk_loop_run(st.loop);
     if (rc < 0)

@@ -60,96 +60,128 @@ static const char serve_usage[] =
     "with data still undelivered. A second signal exits at once. Exit status: 0 stopped\n"
     "by a signal, 1 runtime failure (address in use, permission denied), 2 usage error.\n";
 
-struct server {
-    sk_loop *loop;
-    sk_listener *listener;
-    const service *svc;
-    server_options opt;
-    client *clients;
-    size_t client_count;
-    sk_tls_ctx *tls; /* tls:// addresses */
-    uint64_t handshake_ms;
-    int signals_seen;
-    uint64_t drain_ms;     /* --drain-timeout */
-    sk_timer *drain;
-    int exit_status;
-};
-
 static const service *const services[] = {&service_greet, &service_echo, &service_chat,
                                           &service_discard, &service_source};
 
-/* The one server of this process: services reach it through the functions below. */
-static server *the_server;
-
-const server_options *server_opts(void)
+static void link_client(client **head, client *cl)
 {
-    return &the_server->opt;
+    cl->prev = NULL;
+    cl->next = *head;
+    if (*head)
+        (*head)->prev = cl;
+    *head = cl;
 }
 
-client *server_clients(void)
+static void unlink_client(client **head, client *cl)
 {
-    return the_server->clients;
-}
-
-void client_name(const client *cl, char *buf, size_t len)
-{
-    sk_addr peer;
-    if (sk_conn_peer_addr(cl->conn, &peer) == 0 && !sk_addr_is_unix(&peer))
-        sk_addr_format(&peer, buf, len);
-    else
-        snprintf(buf, len, "unix-client-%d", sk_conn_fd(cl->conn)); /* Unix peers are unnamed */
-}
-
-static void log_close(const client *cl, int reason)
-{
-    char name[SK_ADDR_STRLEN];
-    if (reason == 0)
-        return;
-    client_name(cl, name, sizeof name);
-    if (reason == -EMSGSIZE) {
-        log_warn("%s sent a frame longer than --max-frame (%zu bytes); closed that client", name,
-                 the_server->opt.max_frame);
-    } else if (reason == -ETIMEDOUT) {
-        log_info("%s: idle or stalled longer than allowed; closed", name);
-    } else if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
-        sk_tls_info info;
-        sk_conn_tls_info(cl->conn, &info);
-        log_info("%s: TLS handshake failed: %s", name, info.error);
-    } else {
-        log_info("%s: %s", name, sk_strerror(reason));
-    }
-}
-
-void server_client_closed(client *cl, int reason)
-{
-    server *srv = the_server;
-    log_close(cl, reason);
     if (cl->prev)
         cl->prev->next = cl->next;
     else
-        srv->clients = cl->next;
+        *head = cl->next;
     if (cl->next)
         cl->next->prev = cl->prev;
+}
+
+/* Why a client went, when it was not a clean close; named by the address kept from accept. */
+static void log_close(const client *cl, int reason)
+{
+    const server *srv = cl->srv;
+    if (reason == 0)
+        return;
+    if (reason == -EMSGSIZE) {
+        log_warn(&srv->log, "%s sent a frame longer than --max-frame (%zu bytes); closed that "
+                 "client", cl->name, srv->opt.max_frame);
+    } else if (reason == -ETIMEDOUT) {
+        log_info(&srv->log, "%s: idle or stalled longer than allowed; closed", cl->name);
+    } else if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
+        sk_tls_info info;
+        sk_conn_tls_info(cl->conn, &info);
+        log_info(&srv->log, "%s: TLS handshake failed: %s", cl->name, info.error);
+    } else {
+        log_info(&srv->log, "%s: %s", cl->name, sk_strerror(reason));
+    }
+}
+
+/* The client is off its list: free it; the last one of a stopping server ends the loop. */
+static void forget_client(server *srv, client *cl)
+{
     srv->client_count--;
     free(cl);
     if (srv->signals_seen && srv->client_count == 0)
         sk_loop_stop(srv->loop);
 }
 
+void server_client_closed(client *cl, int reason)
+{
+    server *srv = cl->srv;
+    log_close(cl, reason);
+    unlink_client(&srv->clients, cl);
+    forget_client(srv, cl);
+}
+
+/* Over TLS a client is started only once its handshake is done: before, it is no client of
+ * the service (chat must not announce one that fails its handshake). Until then these are the
+ * conn's callbacks. */
+static void handshake_done(sk_conn *c)
+{
+    client *cl = sk_conn_data(c);
+    server *srv = cl->srv;
+    unlink_client(&srv->handshaking, cl);
+    link_client(&srv->clients, cl);
+    srv->svc->start(srv, cl);
+}
+
+static void handshake_frame(sk_conn *c, const void *data, size_t len)
+{
+    /* Not called: frames come after on_connect, which hands the conn to the service. */
+}
+
+static void handshake_closed(sk_conn *c, int reason)
+{
+    client *cl = sk_conn_data(c);
+    log_close(cl, reason);
+    unlink_client(&cl->srv->handshaking, cl);
+    forget_client(cl->srv, cl);
+}
+
+static const sk_conn_callbacks handshake_callbacks = {
+    .on_connect = handshake_done, .on_frame = handshake_frame, .on_close = handshake_closed};
+
+/* The peer's name, formatted now: by the close a reset peer has no address any more
+ * (getpeername fails), and every message about the client must still say who it was. */
+static void peer_name(sk_conn *c, char *buf, size_t len)
+{
+    sk_addr peer;
+    if (sk_conn_peer_addr(c, &peer) == 0 && !sk_addr_is_unix(&peer))
+        sk_addr_format(&peer, buf, len);
+    else
+        snprintf(buf, len, "unix-client-%d", sk_conn_fd(c)); /* Unix peers are unnamed */
+}
+
+/* A client record with its peer's name in the same allocation; NULL when out of memory. */
+static client *new_client(server *srv, sk_conn *c, const char *name)
+{
+    size_t name_size = strlen(name) + 1;
+    client *cl = calloc(1, sizeof *cl + name_size);
+    if (!cl)
+        return NULL;
+    cl->conn = c;
+    cl->srv = srv;
+    memcpy(cl->name, name, name_size);
+    return cl;
+}
+
 static void on_accept(sk_listener *l, sk_conn *c)
 {
     server *srv = sk_listener_data(l);
-    client *cl = calloc(1, srv->svc->client_size ? srv->svc->client_size : sizeof *cl);
+    char name[SK_ADDR_STRLEN];
+    peer_name(c, name, sizeof name);
+    client *cl = new_client(srv, c, name);
     if (!cl) {
-        log_warn("out of memory: refusing a client");
+        log_warn(&srv->log, "out of memory: refusing %s", name);
         sk_conn_abort(c);
         return;
     }
-    cl->conn = c;
-    cl->next = srv->clients;
-    if (srv->clients)
-        srv->clients->prev = cl;
-    srv->clients = cl;
     srv->client_count++;
     const server_options *o = &srv->opt;
     size_t high = o->max_queue / 2 < 65536 ? o->max_queue / 2 : 65536;
@@ -158,11 +190,18 @@ static void on_accept(sk_listener *l, sk_conn *c)
     sk_conn_set_watermarks(c, high / 4, high, o->max_queue);
     if (o->idle_ms)
         sk_conn_set_idle_timeout(c, o->idle_ms);
-    if (srv->tls && sk_conn_start_tls(c, srv->tls, NULL, srv->handshake_ms) < 0) {
-        log_warn("cannot start TLS: out of memory; dropping a client");
-        sk_conn_abort(c);
+    if (!srv->tls) {
+        link_client(&srv->clients, cl);
+        srv->svc->start(srv, cl);
+        return;
     }
-    srv->svc->start(cl);
+    link_client(&srv->handshaking, cl);
+    sk_conn_set_callbacks(c, &handshake_callbacks); /* the service starts at on_connect */
+    if (sk_conn_start_tls(c, srv->tls, NULL, srv->handshake_ms) < 0) {
+        log_warn(&srv->log, "%s: cannot start TLS: out of memory; dropped that client",
+                 cl->name);
+        sk_conn_abort(c); /* handshake_closed() follows and frees the client */
+    }
 }
 
 /* Bytes a client is still owed or still owes us: queued output, or input not yet read. */
@@ -179,8 +218,11 @@ static void drain_expired(sk_timer *t, void *arg)
         lost += undelivered(cl);
         sk_conn_abort(cl->conn);
     }
-    log_warn("--drain-timeout: %zu client%s still busy after %.1f s (%zu with undelivered "
-             "data); cut off", n, n == 1 ? "" : "s", (double)srv->drain_ms / 1000.0, lost);
+    for (client *cl = srv->handshaking; cl; cl = cl->next)
+        sk_conn_abort(cl->conn); /* no data of theirs was taken yet: nothing undelivered */
+    log_warn(&srv->log, "--drain-timeout: %zu client%s still busy after %.1f s (%zu with "
+             "undelivered data); cut off", n, n == 1 ? "" : "s", (double)srv->drain_ms / 1000.0,
+             lost);
     if (lost)
         srv->exit_status = EXIT_RUNTIME;
 }
@@ -192,16 +234,19 @@ static void on_signal(sk_loop *loop, int signo, void *arg)
         msg("second signal: exiting at once");
         exit(EXIT_RUNTIME);
     }
-    log_info("%s: stopping; %zu clients to finish", strsignal(signo), srv->client_count);
+    log_info(&srv->log, "%s: stopping; %zu clients to finish", strsignal(signo),
+             srv->client_count);
     sk_listener_close(srv->listener);
     srv->listener = NULL;
     for (client *cl = srv->clients, *next; cl; cl = next) {
         next = cl->next;
         if (srv->svc->stop)
-            srv->svc->stop(cl);
+            srv->svc->stop(srv, cl);
         else
             sk_conn_close(cl->conn); /* flush what is queued, then close */
     }
+    for (client *cl = srv->handshaking; cl; cl = cl->next)
+        sk_conn_close(cl->conn); /* the handshake ends, on_connect is skipped, then the close */
     if (srv->client_count == 0)
         sk_loop_stop(loop);
     else if (srv->drain_ms && sk_timer_new(loop, drain_expired, srv, &srv->drain) == 0)
@@ -322,20 +367,12 @@ static void parse_args(int argc, char **argv, server *srv, serve_args *a)
         die(EXIT_USAGE, "--frame: unknown framing '%s' (use raw, line or len32)", a->frame);
 }
 
-static void open_listener(server *srv, const serve_args *a)
+static void open_listener(server *srv, const serve_args *a, const sk_addrspec *where)
 {
-    sk_addrspec spec;
-    char err[256], name[SK_ADDR_STRLEN + 128];
-    if (sk_addr_parse(a->address, 12345, &spec, err, sizeof err) < 0)
-        die(EXIT_USAGE, "bad address '%s': %s", a->address, err);
-    if (spec.scheme == SK_SCHEME_UDP || spec.scheme == SK_SCHEME_UNIX_DGRAM) {
-        serve_udp(srv->loop, &spec, srv->svc->name, &srv->opt, a->verbosity);
-        return;
-    }
+    sk_addrspec spec = *where;
+    char name[SK_ADDR_STRLEN + 128];
     if (spec.scheme == SK_SCHEME_TLS) {
-        serve_args quiet = *a;
-        quiet.tls.quiet = a->verbosity == VERBOSITY_QUIET;
-        tls_cli_server_ctx(&quiet.tls, &srv->tls);
+        tls_cli_server_ctx(&a->tls, &srv->log, &srv->tls);
     } else if (tls_cli_any(&a->tls)) {
         die(EXIT_USAGE, "TLS options (--cert, --key, --client-ca, --alpn, --ciphers, "
                         "--ciphersuites, --tls-min) need a tls:// address (sockit serve "
@@ -362,32 +399,38 @@ static void open_listener(server *srv, const serve_args *a)
     sk_addr bound;
     sk_listener_addr(srv->listener, &bound);
     sk_addr_format(&bound, name, sizeof name);
-    if (a->verbosity != VERBOSITY_QUIET) {
-        /* The scheme is printed, as for udp://, so the line pasted into connect speaks TLS. */
-        fprintf(stderr, "listening on %s%s\n", srv->tls ? "tls://" : "", name);
-        fflush(stderr);
-    }
+    /* The scheme is printed, as for udp://, so the line pasted into connect speaks TLS. */
+    log_notice(&srv->log, "listening on %s%s", srv->tls ? "tls://" : "", name);
 }
 
 int cmd_serve(int argc, char **argv)
 {
     server srv = {0};
-    the_server = &srv;
     serve_args a;
+    sk_addrspec spec;
+    char err[256];
     parse_args(argc, argv, &srv, &a);
+    if (sk_addr_parse(a.address, 12345, &spec, err, sizeof err) < 0)
+        die(EXIT_USAGE, "bad address '%s': %s", a.address, err);
+    if (spec.scheme == SK_SCHEME_UDP || spec.scheme == SK_SCHEME_UNIX_DGRAM) {
+        free(a.allow);
+        free(a.deny);
+        return serve_udp(&spec, srv.svc->name, &srv.opt, a.verbosity); /* udp.c */
+    }
     int rc = sk_loop_new(&srv.loop);
     if (rc < 0)
         die(EXIT_RUNTIME, "cannot create the event loop: %s", sk_strerror(rc));
-    setup_logging(srv.loop, a.verbosity);
+    setup_logging(srv.loop, &srv.log, a.verbosity);
     sk_loop_on_signal(srv.loop, SIGINT, on_signal, &srv);
     sk_loop_on_signal(srv.loop, SIGTERM, on_signal, &srv);
-    open_listener(&srv, &a);
+    open_listener(&srv, &a, &spec);
     rc = sk_loop_run(srv.loop);
     if (rc < 0)
         die(EXIT_RUNTIME, "event loop failed: %s", sk_strerror(rc));
     sk_listener_close(srv.listener);
     sk_loop_run_once(srv.loop, 0); /* let deferred frees run */
     sk_timer_free(srv.drain);
+    sk_timer_free(srv.stop_timer);
     sk_loop_free(srv.loop);
     sk_tls_ctx_free(srv.tls);
     free(a.allow);

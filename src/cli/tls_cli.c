@@ -28,7 +28,7 @@ static _Noreturn void ctx_failed(int rc, const char *err)
         err[0] ? err : sk_strerror(rc));
 }
 
-void tls_cli_server_ctx(const tls_cli *t, sk_tls_ctx **out)
+void tls_cli_server_ctx(const tls_cli *t, const logger *lg, sk_tls_ctx **out)
 {
     if (t->key && !t->cert)
         die(EXIT_USAGE, "--key needs --cert (the certificate that goes with the key)");
@@ -47,11 +47,11 @@ void tls_cli_server_ctx(const tls_cli *t, sk_tls_ctx **out)
     int rc = sk_tls_ctx_new(&o, out, err, sizeof err);
     if (rc < 0)
         ctx_failed(rc, err);
-    if (!t->cert && !t->quiet) {
+    if (!t->cert) {
         char fp[128];
         sk_tls_ctx_fingerprint(*out, fp, sizeof fp);
-        fprintf(stderr, "tls: ephemeral self-signed certificate for localhost, 127.0.0.1, ::1; "
-                        "clients can pin it with --pin %s\n", fp);
+        log_notice(lg, "tls: ephemeral self-signed certificate for localhost, 127.0.0.1, ::1; "
+                       "clients can pin it with --pin %s", fp);
     }
 }
 
@@ -82,7 +82,7 @@ void tls_cli_client_ctx(const tls_cli *t, sk_tls_ctx **out)
             "can read and change this connection");
 }
 
-void tls_cli_describe(sk_conn *c, const char *who)
+void tls_cli_describe(const logger *lg, sk_conn *c, const char *who)
 {
     sk_tls_info info;
     if (sk_conn_tls_info(c, &info) < 0)
@@ -93,7 +93,7 @@ void tls_cli_describe(sk_conn *c, const char *who)
     if (info.peer_expired)
         snprintf(dates, sizeof dates, " (outside its validity dates; valid until %s)",
                  info.peer_not_after[0] ? info.peer_not_after : "?");
-    log_info("tls %s: %s %s%s%s%s%s; %s certificate: %s; %s%s", who, info.version, info.cipher,
+    log_info(lg, "tls %s: %s %s%s%s%s%s; %s certificate: %s; %s%s", who, info.version, info.cipher,
              info.sni ? ", sni " : "", info.sni ? info.sni : "",
              info.alpn[0] ? ", alpn " : "", info.alpn,
              who, info.peer_subject[0] ? info.peer_subject : "none", how, dates);

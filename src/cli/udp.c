@@ -55,8 +55,10 @@ static void peer_name(const sk_addr *a, char *buf, size_t len)
 
 enum { MODE_ECHO, MODE_GREET, MODE_DISCARD };
 
+/* One datagram server, owned by serve_udp(). */
 typedef struct udp_server {
     sk_loop *loop;
+    logger log;
     sk_dgram *d;
     int mode;
     char *greeting;
@@ -65,8 +67,6 @@ typedef struct udp_server {
     uint64_t truncated, unanswerable, refused;
 } udp_server;
 
-static udp_server userver;
-
 static void serve_datagram(sk_dgram *d, const sk_datagram *dg)
 {
     udp_server *s = sk_dgram_data(d);
@@ -74,12 +74,12 @@ static void serve_datagram(sk_dgram *d, const sk_datagram *dg)
     if (dg->truncated) {
         peer_name(dg->from, peer, sizeof peer);
         if (s->truncated++ == 0)
-            log_warn("datagram of %zu bytes from %s is longer than --max-frame (%zu bytes): "
-                     "truncated, so dropped (raise --max-frame; -v shows further ones)",
+            log_warn(&s->log, "datagram of %zu bytes from %s is longer than --max-frame (%zu "
+                     "bytes): truncated, so dropped (raise --max-frame; -v shows further ones)",
                      dg->size, peer, s->max_size);
         else
-            log_info("datagram of %zu bytes from %s truncated to %zu: dropped", dg->size, peer,
-                     dg->len);
+            log_info(&s->log, "datagram of %zu bytes from %s truncated to %zu: dropped",
+                     dg->size, peer, dg->len);
         return;
     }
     if (s->mode == MODE_DISCARD)
@@ -89,15 +89,15 @@ static void serve_datagram(sk_dgram *d, const sk_datagram *dg)
     int rc = sk_dgram_send(d, reply, len, dg->from);
     if (rc == -EDESTADDRREQ) {
         if (s->unanswerable++ == 0)
-            log_warn("a datagram came from a Unix socket without a name: it cannot be answered "
-                     "(the client must bind its socket; sockit connect does)");
+            log_warn(&s->log, "a datagram came from a Unix socket without a name: it cannot be "
+                     "answered (the client must bind its socket; sockit connect does)");
     } else if (rc == -ENOBUFS) {
         if (s->refused++ == 0)
-            log_warn("replies are going out slower than datagrams arrive: some are dropped "
-                     "(reading pauses until the queue empties)");
+            log_warn(&s->log, "replies are going out slower than datagrams arrive: some are "
+                     "dropped (reading pauses until the queue empties)");
     } else if (rc < 0) {
         peer_name(dg->from, peer, sizeof peer);
-        log_info("cannot reply to %s: %s", peer, sk_strerror(rc));
+        log_info(&s->log, "cannot reply to %s: %s", peer, sk_strerror(rc));
     }
     /* Input backpressure: the kernel's receive buffer holds (or drops) the rest meanwhile. */
     if (!sk_dgram_writable(d))
@@ -106,10 +106,11 @@ static void serve_datagram(sk_dgram *d, const sk_datagram *dg)
 
 static void serve_error(sk_dgram *d, int err, const sk_addr *peer)
 {
+    udp_server *s = sk_dgram_data(d);
     char name[SK_ADDR_STRLEN] = "a peer";
     if (peer)
         peer_name(peer, name, sizeof name);
-    log_info("reply to %s failed: %s", name, sk_strerror(err));
+    log_info(&s->log, "reply to %s failed: %s", name, sk_strerror(err));
 }
 
 static void serve_drain(sk_dgram *d)
@@ -129,8 +130,8 @@ static void serve_signal(sk_loop *loop, int signo, void *arg)
     }
     sk_dgram_stats st;
     sk_dgram_get_stats(s->d, &st);
-    log_info("%s: stopping; %llu datagrams received (%llu truncated), %llu sent", strsignal(signo),
-             (unsigned long long)st.received, (unsigned long long)st.truncated,
+    log_info(&s->log, "%s: stopping; %llu datagrams received (%llu truncated), %llu sent",
+             strsignal(signo), (unsigned long long)st.received, (unsigned long long)st.truncated,
              (unsigned long long)st.sent);
     sk_dgram_close(s->d); /* a last try for queued replies; removes a Unix socket file */
     s->d = NULL;
@@ -151,19 +152,9 @@ static int mode_of(const char *name)
                     "discard", name);
 }
 
-void serve_udp(sk_loop *loop, const sk_addrspec *spec, const char *mode,
-               const struct server_options *opt, verbosity v)
+/* Bind the server's socket (the first resolved address this machine has) or exit. */
+static void open_server(udp_server *s, const sk_addrspec *spec)
 {
-    udp_server *s = &userver;
-    s->loop = loop;
-    s->mode = mode_of(mode);
-    s->max_size = opt->max_frame < (16u << 20) ? opt->max_frame : (16u << 20);
-    s->greeting_len = strlen(opt->message) + 1;
-    s->greeting = malloc(s->greeting_len);
-    if (!s->greeting)
-        die(EXIT_RUNTIME, "out of memory");
-    memcpy(s->greeting, opt->message, s->greeting_len - 1);
-    s->greeting[s->greeting_len - 1] = '\n'; /* as greet does over TCP */
     char name[SK_ADDR_STRLEN + 160];
     spec_dgram_name(spec, name, sizeof name);
     sk_addr addrs[16];
@@ -174,7 +165,7 @@ void serve_udp(sk_loop *loop, const sk_addrspec *spec, const char *mode,
     sk_dgram_options o = {.max_size = s->max_size, .rcvbuf = SERVER_RCVBUF};
     int rc = -EADDRNOTAVAIL;
     for (int i = 0; i < n; i++) {
-        rc = sk_dgram_open(loop, &addrs[i], NULL, &o, &serve_callbacks, s, &s->d);
+        rc = sk_dgram_open(s->loop, &addrs[i], NULL, &o, &serve_callbacks, s, &s->d);
         /* Only a missing address family (no IPv6 here) moves on to the next address. */
         if (rc == 0 || (rc != -EAFNOSUPPORT && rc != -EADDRNOTAVAIL && rc != -EPROTONOSUPPORT))
             break;
@@ -182,15 +173,38 @@ void serve_udp(sk_loop *loop, const sk_addrspec *spec, const char *mode,
     if (rc < 0)
         die(EXIT_RUNTIME, "cannot listen on %s: %s%s", name, sk_strerror(rc),
             hint_for(rc, spec->is_unix, spec->port));
-    sk_loop_on_signal(loop, SIGINT, serve_signal, s);
-    sk_loop_on_signal(loop, SIGTERM, serve_signal, s);
     sk_addr bound;
     sk_dgram_local_addr(s->d, &bound);
     dgram_name(&bound, name, sizeof name);
-    if (v != VERBOSITY_QUIET) {
-        fprintf(stderr, "listening on %s\n", name);
-        fflush(stderr);
-    }
+    log_notice(&s->log, "listening on %s", name);
+}
+
+int serve_udp(const sk_addrspec *spec, const char *mode, const struct server_options *opt,
+              verbosity v)
+{
+    udp_server state = {.mode = mode_of(mode)}, *s = &state;
+    s->max_size = opt->max_frame < (16u << 20) ? opt->max_frame : (16u << 20);
+    s->greeting_len = strlen(opt->message) + 1;
+    s->greeting = malloc(s->greeting_len);
+    if (!s->greeting)
+        die(EXIT_RUNTIME, "out of memory");
+    memcpy(s->greeting, opt->message, s->greeting_len - 1);
+    s->greeting[s->greeting_len - 1] = '\n'; /* as greet does over TCP */
+    int rc = sk_loop_new(&s->loop);
+    if (rc < 0)
+        die(EXIT_RUNTIME, "cannot create the event loop: %s", sk_strerror(rc));
+    setup_logging(s->loop, &s->log, v);
+    sk_loop_on_signal(s->loop, SIGINT, serve_signal, s);
+    sk_loop_on_signal(s->loop, SIGTERM, serve_signal, s);
+    open_server(s, spec);
+    rc = sk_loop_run(s->loop);
+    if (rc < 0)
+        die(EXIT_RUNTIME, "event loop failed: %s", sk_strerror(rc));
+    sk_dgram_close(s->d); /* NULL after a signal: serve_signal() closed it */
+    sk_loop_run_once(s->loop, 0); /* let deferred frees run */
+    free(s->greeting);
+    sk_loop_free(s->loop);
+    return EXIT_OK;
 }
 
 /* ================================================================ connect */
@@ -218,8 +232,10 @@ static const char connect_udp_usage[] =
 #define IN_READ 65536
 #define IN_CAP (2 * IN_READ + 1)
 
+/* One datagram client, owned by connect_udp(). */
 typedef struct udp_client {
     sk_loop *loop;
+    logger log;
     sk_dgram *d;
     char name[SK_ADDR_STRLEN + 160]; /* udp://127.0.0.1:5000 */
     char plain[SK_ADDR_STRLEN];      /* 127.0.0.1:5000 */
@@ -249,7 +265,7 @@ static void maybe_done(udp_client *c)
     if (!c->stdin_done || c->in_len)
         return;
     if (c->replies >= c->sent) {
-        log_info("%llu datagrams sent, %llu replies (and %llu duplicate or unasked-for)",
+        log_info(&c->log, "%llu datagrams sent, %llu replies (and %llu duplicate or unasked-for)",
                  (unsigned long long)c->sent, (unsigned long long)c->replies,
                  (unsigned long long)c->unmatched);
         finish(c, EXIT_OK);
@@ -309,8 +325,8 @@ static void send_input(udp_client *c)
         }
         if (n > c->max_dgram) {
             if (!c->split_warned)
-                log_warn("a line longer than %zu bytes does not fit in one datagram: sent in "
-                         "pieces", c->max_dgram);
+                log_warn(&c->log, "a line longer than %zu bytes does not fit in one datagram: "
+                         "sent in pieces", c->max_dgram);
             c->split_warned = true;
             n = c->max_dgram;
         }
@@ -381,11 +397,11 @@ static void client_datagram(sk_dgram *d, const sk_datagram *dg)
         c->replies++;
     } else {
         c->unmatched++; /* printed all the same: it is data the peer sent */
-        log_info("a reply of %zu bytes answers no datagram still waiting (a duplicate?): not "
-                 "counted as an answer", dg->len);
+        log_info(&c->log, "a reply of %zu bytes answers no datagram still waiting (a "
+                 "duplicate?): not counted as an answer", dg->len);
     }
     if (dg->truncated)
-        log_warn("a reply of %zu bytes was truncated to %zu", dg->size, dg->len);
+        log_warn(&c->log, "a reply of %zu bytes was truncated to %zu", dg->size, dg->len);
     write_stdout(dg->data, dg->len);
     maybe_done(c);
 }
@@ -452,7 +468,7 @@ static void open_client(udp_client *c, const char *text)
     if (rc < 0)
         die(EXIT_RUNTIME, "cannot connect to %s: %s%s", c->name, sk_strerror(rc),
             hint_for(rc, spec.is_unix, spec.port));
-    log_info("sending to %s", c->name);
+    log_info(&c->log, "sending to %s", c->name);
 }
 
 static void start_stdin(udp_client *c)
@@ -489,9 +505,7 @@ bool connect_is_udp(int argc, char **argv)
 
 int connect_udp(int argc, char **argv)
 {
-    static udp_client uclient;
-    udp_client *c = &uclient;
-    c->timeout_ms = 2000;
+    udp_client state = {.timeout_ms = 2000}, *c = &state;
     verbosity v = VERBOSITY_NORMAL;
     opterr = 0;
     optind = 1;
@@ -520,7 +534,7 @@ int connect_udp(int argc, char **argv)
     int rc = sk_loop_new(&c->loop);
     if (rc < 0)
         die(EXIT_RUNTIME, "cannot create the event loop: %s", sk_strerror(rc));
-    setup_logging(c->loop, v);
+    setup_logging(c->loop, &c->log, v);
     open_client(c, argv[optind]);
     c->in = malloc(IN_CAP);
     if (!c->in || sk_timer_new(c->loop, reply_timeout, c, &c->reply_timer) < 0)

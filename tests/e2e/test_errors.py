@@ -5,9 +5,11 @@ import errno
 import os
 import re
 import socket
+import subprocess
+import threading
 import unittest
 
-from harness import SockitTestCase
+from harness import RUN_TIMEOUT, SOCKIT, SockitTestCase
 
 
 class UsageErrorTests(SockitTestCase):
@@ -225,6 +227,55 @@ class HelpTests(SockitTestCase):
         every_help |= {"--help", "--version"}
         self.assertEqual(sorted(man_options - every_help), [],
                          "the man page lists options no --help mentions")
+
+
+class StderrLineTests(SockitTestCase):
+    """Issue 10.2: every line on stderr is one write(2) of at most 4096 bytes (PIPE_BUF), so
+    lines of two threads or two processes never interleave; a longer one is cut with "...",
+    never split."""
+
+    LINE_MAX = 4096
+
+    def test_a_long_message_is_cut_with_dots_not_split(self):
+        r = self.run_sockit(["serve", "--mode", "x" * 6000])
+        self.assertExit(r, 2)
+        line = self.assertOneErrorLine(r.stderr, "--mode: unknown mode 'xxx")
+        self.assertTrue(line.endswith("..."), line[-80:])
+        self.assertEqual(len(r.stderr), self.LINE_MAX, "the line and its newline fill the buffer")
+
+    def test_every_stderr_line_is_one_write(self):
+        """connect -v: the library's trace lines, the command's own (log_info) and a message."""
+        strace = self.require_program("strace")
+        lst = self.listener()
+
+        def greet_one():
+            conn, _ = lst.accept()
+            with conn:
+                conn.sendall(b"hello\n")
+
+        threading.Thread(target=greet_one, daemon=True).start()
+        log = os.path.join(self.tmpdir, "strace.log")
+        argv = [strace, "-f", "-qq", "-o", log, "-e", "trace=write", "-e", "signal=none",
+                "-s", "65536", SOCKIT, "connect", "-v", "127.0.0.1:%d" % lst.getsockname()[1]]
+        # LeakSanitizer cannot run under ptrace (make check): only that part is turned off.
+        env = dict(os.environ, ASAN_OPTIONS=":".join(
+            filter(None, [os.environ.get("ASAN_OPTIONS"), "detect_leaks=0"])))
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=RUN_TIMEOUT, env=env)
+        if b"Operation not permitted" in r.stderr and not os.path.exists(log):
+            self.skipTest("strace may not trace here (ptrace not permitted): %r" % r.stderr)
+        self.assertExit(r, 0)
+        self.assertEqual(r.stdout, b"hello\n")
+        lines = r.stderr.decode("utf-8", "replace").splitlines()
+        self.assertIn("connected to 127.0.0.1:%d" % lst.getsockname()[1], lines)
+        with open(log, encoding="utf-8", errors="replace") as f:
+            trace = f.read()
+        writes = re.findall(r'write\(2, "((?:[^"\\]|\\.)*)"(\.\.\.)?, (\d+)\) += (-?\d+)', trace)
+        self.assertEqual(len(writes), len(lines), "one write per stderr line\n%s" % trace)
+        for text, cut, asked, done in writes:
+            self.assertEqual((cut, text.count("\\n"), text.endswith("\\n"), asked, done),
+                             ("", 1, True, asked, asked), "not one whole line: %r" % text)
+            self.assertLessEqual(int(asked), self.LINE_MAX)
 
 
 if __name__ == "__main__":

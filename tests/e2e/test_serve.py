@@ -726,6 +726,38 @@ class AddressTests(SockitTestCase):
         ra = LineReader(a)
         self.assertEqual(ra.readline(), ("* [::1]:%d joined\n" % b.getsockname()[1]).encode())
 
+    def _overlong_line_then_reset(self, srv, host):
+        """A client that sends a line over --max-frame and resets at once. The server is
+        stopped (SIGSTOP) meanwhile, so the reset has arrived before it reads the line: by then
+        getpeername() fails, and only a name kept from accept can say who it was."""
+        c = self.connect(srv)
+        name = sock_name(c)
+        c.sendall(b"hi\n")
+        self.assertEqual(recv_exact(c, 3), b"hi\n")  # accepted, and up
+        os.kill(srv.pid, signal.SIGSTOP)
+        try:
+            c.sendall(b"x" * 100 + b"\n")
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()  # a reset
+        finally:
+            os.kill(srv.pid, signal.SIGCONT)
+        line = srv.wait_line(r"^.*sent a frame longer than --max-frame.*$").group(0)
+        self.assertIn("sockit: %s sent a frame longer than --max-frame (10 bytes)" % name, line,
+                      srv.describe())
+        self.assertTrue(name.startswith(host), name)
+
+    def test_ipv6_overlong_line_names_the_peer_after_its_reset(self):
+        """Issue 10.5: it was reported as 'unix-client-7', the name recomputed at close."""
+        if not ipv6_loopback_available():
+            self.skipTest("::1 is not available")
+        srv = self.serve("--mode", "echo", "--frame", "line", "--max-frame", "10",
+                         address="[::1]:0")
+        self._overlong_line_then_reset(srv, "[::1]:")
+
+    def test_ipv4_overlong_line_names_the_peer_after_its_reset(self):
+        srv = self.serve("--mode", "echo", "--frame", "line", "--max-frame", "10")
+        self._overlong_line_then_reset(srv, "127.0.0.1:")
+
     def test_unix_socket(self):
         path = os.path.join(self.tmpdir, "s.sock")
         srv = self.serve(address="unix:" + path)
@@ -920,18 +952,48 @@ class SignalTests(SockitTestCase):
     def test_sigint_with_five_clients(self):
         self._stop_with(signal.SIGINT)
 
-    def test_second_signal_exits_at_once(self):
-        """With a client that never reads, the first signal may wait to deliver; the second
-        must end the process right away."""
-        srv = self.serve("--mode", "source")
+    def _client_that_keeps_the_drain_going(self, srv):
+        """An echo client that sends without reading until the server stops reading from it:
+        the server then owes it data and still has its input to read, so a graceful stop
+        waits for it (up to --drain-timeout)."""
         c = self.connect(srv, rcvbuf=4096)
-        select.select([c], [], [], 10)  # the stream has started
+        c.setblocking(False)
+        block = b"x" * 65536
+        d = Deadline(20)
+        while not d.expired():
+            _, w, _ = select.select([], [c], [], 0.5)
+            if not w:
+                return c  # half a second without room: the server has stopped reading
+            try:
+                c.send(block)
+            except BlockingIOError:
+                pass
+        self.fail("the server never stopped reading from a client that does not read\n"
+                  + srv.describe())
+
+    def test_second_signal_exits_at_once(self):
+        """The first signal starts a drain that a client keeps going (--drain-timeout 60, far
+        beyond the 2 s linger of a close); the second must end the process at once, with
+        status 1 and a line saying so."""
+        srv = self.serve("--mode", "echo", "--drain-timeout", "60")
+        self._client_that_keeps_the_drain_going(srv)
         srv.send_signal(signal.SIGTERM)
-        try:
-            srv.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass  # already gone after the first: fine
-        srv.wait(5)  # no assertion on the status (1 or killed by the signal)
+
+        def refused():
+            with socket.socket() as s:
+                s.settimeout(5)
+                return s.connect_ex(srv.sockaddr) != 0
+
+        self.assertTrue(wait_until(refused, 10), "the first signal did not close the listener")
+        self.assertTrue(srv.running(), "the first signal alone ended the drain\n"
+                        + srv.describe())
+        t0 = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        status = srv.wait(10)
+        took = time.monotonic() - t0
+        self.assertEqual(status, 1, "exit status after the second signal\n" + srv.describe())
+        self.assertLess(took, 1.0, "the second signal took %.1f s to end the process" % took)
+        srv.wait_line(r"^sockit: second signal: exiting at once$")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ import tempfile
 import threading
 import time
 import unittest
+import warnings
 
-from harness import (GREETING, RUN_TIMEOUT, SOCKIT, Deadline, Server, SockitTestCase,
-                     read_fd_until, recv_eof_or_reset, sha256)
+from harness import (GREETING, RUN_TIMEOUT, SOCKIT, Deadline, LineReader, Server,
+                     SockitTestCase, read_fd_until, recv_eof_or_reset, sha256, sock_name,
+                     wait_until)
 import tlsutil
 from tlsutil import OpenSSLProcess, Pki, start_s_server
 
@@ -293,6 +295,27 @@ class TlsTests(SockitTestCase):
         self.assertTrue(srv.running())
         srv.wait_line(r"TLS handshake failed")
 
+    def test_chat_announces_only_clients_whose_handshake_succeeded(self):
+        """Issue 10.4: a client is started (chat announces it) once its handshake is done. One
+        that fails it was never in the room: no join line, and no leave line."""
+        srv = self.serve_tls("-m", "chat", "-v")
+        a = self.tls_client(srv)
+        ra = LineReader(a)
+        plain = self.connect(srv)  # not TLS at all
+        plain.sendall(b"hello, chat\r\n")
+        recv_eof_or_reset(plain, 10)
+        raw = self.connect(srv)  # TLS, but it does not trust the server's certificate
+        with self.assertRaises(ssl.SSLError):
+            ssl.create_default_context().wrap_socket(raw, server_hostname="localhost")
+        raw.close()
+        wait_until(lambda: len([l for l in srv.lines() if "TLS handshake failed" in l]) >= 2,
+                   10)
+        b = self.tls_client(srv)
+        self.assertEqual(ra.readline(), ("* %s joined\n" % sock_name(b)).encode(),
+                         "the first line a gets must be b's join\n" + srv.describe())
+        b.sendall(b"hi from b\n")
+        self.assertEqual(ra.readline(), ("[%s] hi from b\n" % sock_name(b)).encode())
+
     # -- peers we did not write -----------------------------------------------------------
     def test_openssl_s_client_against_serve(self):
         srv = self.serve_tls("-m", "echo", "-v")
@@ -307,38 +330,72 @@ class TlsTests(SockitTestCase):
         srv.wait_line(r"tls .*sni=localhost")
         c.kill()
 
-    def test_openssl_s_client_tls11_only_refused(self):
-        srv = self.serve_tls("-m", "echo")
-        c = OpenSSLProcess(["s_client", "-connect", "127.0.0.1:%d" % srv.port, "-tls1_1",
-                            "-cipher", "DEFAULT:@SECLEVEL=0", "-CAfile", self.pki.ca])
+    # TLS 1.1 at security level 0, the only level where OpenSSL 3 still offers it.
+    TLS11_CLIENT = ["-tls1_1", "-cipher", "ALL:@SECLEVEL=0"]
+    TLS11_DONE = re.compile(rb"Protocol  : TLSv1\.1\s+Cipher    : (?!0000)[A-Z0-9-]+")
+
+    def tls11_s_server(self):
+        """openssl s_server that speaks TLS 1.1 only, at security level 0: the port."""
+        p, port = start_s_server(["-cert", self.pki.server, "-key", self.pki.server_key]
+                                 + self.TLS11_CLIENT)
+        self.addCleanup(p.kill)
+        return port
+
+    def s_client_tls11(self, port):
+        """openssl s_client offering TLS 1.1 only; its output once it has finished."""
+        c = OpenSSLProcess(["s_client", "-connect", "127.0.0.1:%d" % port, "-CAfile",
+                            self.pki.ca] + self.TLS11_CLIENT)
         self.addCleanup(c.kill)
+        c.wait_output(b"Cipher    :", 20)
+        c.proc.stdin.close()  # s_client ends at EOF on its input
         try:
             c.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.fail("s_client -tls1_1 still connected:\n" + c.describe())
-        self.assertNotEqual(c.proc.returncode, 0, c.describe())
+        return c
+
+    def python_tls11_context(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.pki.ca)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TLSVersion.TLSv1_1 is
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_1
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        return ctx
+
+    def test_openssl_s_client_tls11_only_refused(self):
+        # First prove that this s_client can speak TLS 1.1 at all: else a refusal proves nothing.
+        proof = self.s_client_tls11(self.tls11_s_server())
+        if not self.TLS11_DONE.search(proof.output()):
+            self.skipTest("this openssl will not offer TLS 1.1 even at SECLEVEL=0, so sockit's "
+                          "refusal of it cannot be shown:\n" + proof.describe())
+        srv = self.serve_tls("-m", "echo")
+        c = self.s_client_tls11(srv.port)
         out = c.output()
-        self.assertTrue(b"alert protocol version" in out or b"Cipher is (NONE)" in out,
-                        c.describe())
-        self.assertNotIn(b"Protocol  : TLSv1.1\n    Cipher    : ECDHE", out)
+        self.assertNotEqual(c.proc.returncode, 0, c.describe())
+        self.assertIn(b"alert protocol version", out, c.describe())
+        self.assertIsNone(self.TLS11_DONE.search(out), c.describe())
         good = self.tls_client(srv)
         self.echo_round(good, b"still serving\n")
 
     def test_python_tls11_client_refused(self):
-        srv = self.serve_tls("-m", "echo")
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(self.pki.ca)
+        ctx = self.python_tls11_context()
+        # First prove that this Python can speak TLS 1.1 at all: else a refusal proves nothing.
+        port = self.tls11_s_server()
         try:
-            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-            ctx.minimum_version = ssl.TLSVersion.TLSv1
-            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
-        except (ValueError, ssl.SSLError):
-            pass  # this OpenSSL will not even offer it: refused either way
+            proof = ctx.wrap_socket(self.connect((socket.AF_INET, ("127.0.0.1", port))),
+                                    server_hostname="localhost")
+        except (ssl.SSLError, OSError) as e:
+            self.skipTest("this Python's OpenSSL will not offer TLS 1.1 even at SECLEVEL=0, so "
+                          "sockit's refusal of it cannot be shown: %r" % e)
+        self.assertEqual(proof.version(), "TLSv1.1")
+        proof.close()
+        srv = self.serve_tls("-m", "echo")
         raw = self.connect(srv)
-        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
-            s = ctx.wrap_socket(raw, server_hostname="localhost")
-            s.sendall(b"x\n")
-            s.recv(10)
+        with self.assertRaises(ssl.SSLError) as refused:
+            ctx.wrap_socket(raw, server_hostname="localhost")
+        self.assertIn("PROTOCOL_VERSION", str(refused.exception))
         good = self.tls_client(srv)
         self.echo_round(good, b"still serving\n")
 

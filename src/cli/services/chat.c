@@ -6,26 +6,15 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../cli.h"
 #include "service.h"
-
-/* Chat says who wrote each line, so its clients keep their name (formatted once). */
-typedef struct chat_client {
-    client base;
-    char name[64];
-} chat_client;
-
-static const char *name_of(const client *cl)
-{
-    return ((const chat_client *)cl)->name;
-}
 
 /* Send "prefix + data" as one frame, in the server's framing, to every client but from. */
 static void broadcast(const client *from, const char *prefix, const void *data, size_t len)
 {
+    server *srv = from->srv;
     size_t plen = strlen(prefix);
     size_t total = plen + len;
-    sk_frame_kind kind = server_opts()->frame;
+    sk_frame_kind kind = srv->opt.frame;
     uint8_t head[4] = {(uint8_t)(total >> 24), (uint8_t)(total >> 16), (uint8_t)(total >> 8),
                        (uint8_t)total};
     struct iovec iov[3];
@@ -37,13 +26,13 @@ static void broadcast(const client *from, const char *prefix, const void *data, 
     if (kind == SK_FRAME_LINE)
         iov[n++] = (struct iovec){.iov_base = (void *)"\n", .iov_len = 1};
 
-    for (client *cl = server_clients(), *next; cl; cl = next) {
+    for (client *cl = srv->clients, *next; cl; cl = next) {
         next = cl->next;
         if (cl == from)
             continue;
         if (sk_conn_writev(cl->conn, iov, n) == -ENOBUFS) {
-            log_warn("%s is not reading its messages (more than %zu bytes queued); "
-                     "disconnecting it", name_of(cl), server_opts()->max_queue);
+            log_warn(&srv->log, "%s is not reading its messages (more than %zu bytes queued); "
+                     "disconnecting it", cl->name, srv->opt.max_queue);
             sk_conn_abort(cl->conn);
         }
     }
@@ -52,15 +41,15 @@ static void broadcast(const client *from, const char *prefix, const void *data, 
 static void on_frame(sk_conn *c, const void *data, size_t len)
 {
     client *cl = sk_conn_data(c);
-    char prefix[sizeof((chat_client *)0)->name + 4];
-    snprintf(prefix, sizeof prefix, "[%s] ", name_of(cl));
+    char prefix[SK_ADDR_STRLEN + 4];
+    snprintf(prefix, sizeof prefix, "[%s] ", cl->name);
     broadcast(cl, prefix, data, len);
 }
 
 static void announce(client *cl, const char *what)
 {
-    char line[sizeof((chat_client *)0)->name + 16];
-    int n = snprintf(line, sizeof line, "%s %s", name_of(cl), what);
+    char line[SK_ADDR_STRLEN + 16];
+    int n = snprintf(line, sizeof line, "%s %s", cl->name, what);
     broadcast(cl, "* ", line, (size_t)n);
 }
 
@@ -73,18 +62,14 @@ static void on_close(sk_conn *c, int reason)
 
 static const sk_conn_callbacks callbacks = {.on_frame = on_frame, .on_close = on_close};
 
-static void start(client *cl)
+static void start(server *srv, client *cl)
 {
-    chat_client *cc = (chat_client *)cl;
-    client_name(cl, cc->name, sizeof cc->name);
     sk_conn_set_callbacks(cl->conn, &callbacks);
     announce(cl, "joined");
 }
 
 const service service_chat = {
     .name = "chat",
-    .summary = "relay each line to every other client",
     .default_frame = SK_FRAME_LINE,
-    .client_size = sizeof(chat_client),
     .start = start,
 };

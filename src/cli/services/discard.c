@@ -12,14 +12,13 @@ static void on_close(sk_conn *c, int reason)
 
 static const sk_conn_callbacks callbacks = {.on_frame = on_frame, .on_close = on_close};
 
-static void start(client *cl)
+static void start(server *srv, client *cl)
 {
     sk_conn_set_callbacks(cl->conn, &callbacks);
 }
 
 const service service_discard = {
     .name = "discard",
-    .summary = "read and drop everything",
     .default_frame = SK_FRAME_RAW,
     .start = start,
 };

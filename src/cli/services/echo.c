@@ -12,8 +12,6 @@
 
 #define STOP_CHECK_MS 5
 
-static sk_timer *stop_check; /* while stopping; sk_loop_free() frees it */
-
 static bool caught_up(sk_conn *c)
 {
     return sk_conn_writable(c) && !sk_conn_input_pending(c);
@@ -21,7 +19,8 @@ static bool caught_up(sk_conn *c)
 
 static void close_caught_up(sk_timer *t, void *arg)
 {
-    for (client *cl = server_clients(); cl; cl = cl->next)
+    server *srv = arg;
+    for (client *cl = srv->clients; cl; cl = cl->next)
         if (caught_up(cl->conn))
             sk_conn_close(cl->conn);
 }
@@ -52,26 +51,25 @@ static void on_close(sk_conn *c, int reason)
 static const sk_conn_callbacks callbacks = {
     .on_frame = on_frame, .on_drain = on_drain, .on_eof = on_eof, .on_close = on_close};
 
-static void start(client *cl)
+static void start(server *srv, client *cl)
 {
     sk_conn_set_callbacks(cl->conn, &callbacks);
 }
 
-static void stop(client *cl)
+static void stop(server *srv, client *cl)
 {
-    if (stop_check)
-        return; /* one timer serves every client */
-    if (sk_timer_new(sk_conn_loop(cl->conn), close_caught_up, NULL, &stop_check) < 0) {
-        for (client *each = server_clients(); each; each = each->next)
+    if (srv->stop_timer)
+        return; /* one timer serves every client of the server */
+    if (sk_timer_new(srv->loop, close_caught_up, srv, &srv->stop_timer) < 0) {
+        for (client *each = srv->clients; each; each = each->next)
             sk_conn_close(each->conn); /* out of memory: close now (queues still flush) */
         return;
     }
-    sk_timer_start(stop_check, 0, STOP_CHECK_MS);
+    sk_timer_start(srv->stop_timer, 0, STOP_CHECK_MS);
 }
 
 const service service_echo = {
     .name = "echo",
-    .summary = "return every byte (or frame)",
     .default_frame = SK_FRAME_RAW,
     .start = start,
     .stop = stop,

@@ -12,9 +12,9 @@ static void on_close(sk_conn *c, int reason)
 
 static const sk_conn_callbacks callbacks = {.on_close = on_close};
 
-static void start(client *cl)
+static void start(server *srv, client *cl)
 {
-    const char *text = server_opts()->message;
+    const char *text = srv->opt.message;
     struct iovec iov[2] = {{.iov_base = (void *)text, .iov_len = strlen(text)},
                            {.iov_base = (void *)"\n", .iov_len = 1}};
     sk_conn_set_callbacks(cl->conn, &callbacks);
@@ -24,7 +24,6 @@ static void start(client *cl)
 
 const service service_greet = {
     .name = "greet",
-    .summary = "send --message and close",
     .default_frame = SK_FRAME_RAW,
     .start = start,
 };

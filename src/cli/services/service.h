@@ -1,5 +1,10 @@
 /* A service is what a server does with each client. serve.c owns the listener, the list of
- * clients and shutdown; a service only sets a conn's callbacks and reacts to its frames. */
+ * clients and shutdown; a service only sets a conn's callbacks and reacts to its frames.
+ *
+ * All the state of one server is in its server object, which every service callback receives
+ * (start and stop directly, the conn callbacks through their client's srv): nothing is kept in
+ * file-scope or function-scope variables, so two servers, each with its own loop in its own
+ * thread, can run in one process. tests/static_state_check keeps it so. */
 #ifndef SOCKIT_SERVICE_H
 #define SOCKIT_SERVICE_H
 
@@ -8,14 +13,19 @@
 
 #include <sockit/sockit.h>
 
+#include "../cli.h"
+
 typedef struct server server;
 
-/* One per accepted conn, kept by serve.c in a list; the conn's data points here. Kept to
- * three pointers (a 32-byte allocation): an idle client costs this and its conn's 88 bytes.
- * A service that needs more asks for it with service.client_size. */
+/* One per accepted conn, kept by serve.c in a list; the conn's data points here. The peer's
+ * name is formatted once, at accept (a reset peer has no address any more by its close), and
+ * ends the allocation: an idle client costs 32 bytes and its name ("127.0.0.1:50312" and its
+ * NUL: a 64-byte malloc chunk), beside its conn's 80. */
 typedef struct client {
     sk_conn *conn;
+    server *srv;
     struct client *prev, *next;
+    char name[]; /* "127.0.0.1:50312", "[::1]:40112", or "unix-client-7" (fd at accept) */
 } client;
 
 typedef struct server_options {
@@ -28,24 +38,38 @@ typedef struct server_options {
 
 typedef struct service {
     const char *name;
-    const char *summary;
     sk_frame_kind default_frame;
-    size_t client_size; /* bytes to allocate per client, at least sizeof(client); 0: that */
-    /* A new client: set its callbacks (serve.c has set framing, limits and data). */
-    void (*start)(client *cl);
+    /* A new client, ready for data (over TLS: its handshake is done): set its callbacks.
+     * serve.c has set framing, limits and data, and put it on srv->clients. */
+    void (*start)(server *srv, client *cl);
     /* The server got SIGTERM/SIGINT: finish what the client has in flight, then close it.
      * NULL: sk_conn_close() at once (what is queued is still delivered). */
-    void (*stop)(client *cl);
+    void (*stop)(server *srv, client *cl);
 } service;
 
-/* serve.c (one server per process): the service must call server_client_closed() from its
- * on_close callback. */
+/* One server: what serve.c set up, and what its services read. Services may read loop, opt,
+ * log and clients, and use stop_timer; the rest is serve.c's. */
+struct server {
+    sk_loop *loop;
+    logger log;
+    const service *svc;
+    server_options opt;
+    client *clients;     /* started clients: what services see (chat relays to these) */
+    client *handshaking; /* TLS clients whose handshake is not done yet: not started */
+    size_t client_count; /* both lists */
+    sk_listener *listener;
+    sk_tls_ctx *tls;     /* tls:// addresses */
+    uint64_t handshake_ms;
+    uint64_t drain_ms;   /* --drain-timeout */
+    sk_timer *drain;
+    sk_timer *stop_timer; /* a service's, while the server stops (echo: who is caught up) */
+    int signals_seen;
+    int exit_status;
+};
+
+/* serve.c: the service must call server_client_closed() from its on_close callback; it logs
+ * why the client went (if it was not a clean close), unlinks and frees it. */
 void server_client_closed(client *cl, int reason);
-const server_options *server_opts(void);
-/* Every client on the server, for chat and for stopping. */
-client *server_clients(void);
-/* The client's peer for messages: "127.0.0.1:50312" (valid in on_close too). */
-void client_name(const client *cl, char *buf, size_t len);
 
 extern const service service_greet, service_echo, service_chat, service_discard, service_source;
 
