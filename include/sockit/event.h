@@ -7,7 +7,9 @@
  * socket step (socket, bind, listen, accept, recv, send, shutdown, close) as a line of text.
  * The library formats nothing else: a text log, JSON lines and metrics are formatters of these.
  * The sink runs on the loop's thread, inside the loop; pointers in an event are valid only
- * during the call.
+ * during the call. Refusals and accept pauses can come in floods, so they arrive as reports:
+ * the first at once (count 1, period_ms 0), then at most one per listener, cause and
+ * sk_listen_options.log_interval_ms with the count since the last; the counters count each.
  *
  * Counters. Every loop counts as it goes, whether a sink is set or not. sk_loop_counters()
  * copies them from any thread without a lock: each counter is written only by the loop's own
@@ -32,8 +34,10 @@ typedef struct sk_listener sk_listener;
 typedef enum sk_event_kind {
     SK_EV_LISTENING,     /* listener, addr (ours): ready for connections */
     SK_EV_ACCEPTED,      /* listener, conn: accepted and admitted */
-    SK_EV_REFUSED,       /* listener, addr (the peer's), cause (sk_refuse_cause) */
-    SK_EV_ACCEPT_PAUSED, /* listener, err (-EMFILE, -ENFILE, -ENOBUFS, -ENOMEM): accepting waits */
+    SK_EV_REFUSED,       /* listener, addr (the last peer), cause (sk_refuse_cause), limit, and
+                          * count refusals in the last period_ms (a report: see below) */
+    SK_EV_ACCEPT_PAUSED, /* listener, err (-EMFILE, -ENFILE, -ENOBUFS, -ENOMEM), limit (the
+                          * pause, ms), and count pauses in the last period_ms (a report) */
     SK_EV_CONNECTED,     /* conn: an outgoing conn is up, layers included */
     SK_EV_LAYER_UP,      /* conn, layer ("tls"): a layer finished starting (a handshake) */
     SK_EV_LAYER_FAILED,  /* conn, layer, err: it could not start; SK_EV_CLOSED follows */
@@ -86,6 +90,8 @@ typedef struct sk_event {
     const char *layer;
     const char *text;
     uint64_t bytes_in, bytes_out, duration_ms;
+    uint64_t count, period_ms; /* REFUSED, ACCEPT_PAUSED: a report of count in period_ms */
+    uint64_t limit;            /* REFUSED: the limit that refused (max_conns, max_per_ip) */
 } sk_event;
 
 typedef void (*sk_event_cb)(const sk_event *ev, void *arg);

@@ -1,4 +1,4 @@
-/* sockit — the event loop: descriptors, timers, signals, wake-ups from other threads, logging.
+/* sockit — the event loop: descriptors, timers, signals, wake-ups from other threads.
  *
  * A loop and everything on it belong to the thread that runs it. The only function another
  * thread may call is sk_loop_post(). Callbacks never run re-entrantly from inside a call you
@@ -73,16 +73,7 @@ int sk_loop_on_signal(sk_loop *loop, int signo, sk_signal_cb cb, void *arg);
 typedef void (*sk_post_cb)(sk_loop *loop, void *arg);
 int sk_loop_post(sk_loop *loop, sk_post_cb fn, void *arg);
 
-/* ---- logging: errors, warnings, and a trace of every socket step ---- */
-typedef enum sk_log_level {
-    SK_LOG_ERROR = 0,
-    SK_LOG_WARN = 1,
-    SK_LOG_INFO = 2,
-    SK_LOG_TRACE = 3, /* one line per socket step: socket, bind, listen, accept, recv, send, ... */
-} sk_log_level;
-typedef void (*sk_log_cb)(sk_loop *loop, sk_log_level level, const char *line, void *arg);
-/* Lines at or below max_level go to cb (NULL: none, the default). */
-void sk_loop_set_log(sk_loop *loop, sk_log_level max_level, sk_log_cb cb, void *arg);
+/* What happens on the loop, as events to a sink, and its counters: see event.h. */
 
 #ifdef __cplusplus
 }

@@ -36,14 +36,6 @@ __attribute__((format(printf, 2, 0))) static void write_line(const char *prefix,
     errno = saved;
 }
 
-__attribute__((format(printf, 2, 3))) static void emit(const char *prefix, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    write_line(prefix, fmt, ap);
-    va_end(ap);
-}
-
 __attribute__((format(printf, 1, 0))) static void vmsg(const char *fmt, va_list ap)
 {
     write_line("sockit: ", fmt, ap);
@@ -173,15 +165,6 @@ uint64_t parse_seconds_ms(const char *option, const char *text)
     return (uint64_t)(s * 1000.0 + 0.5);
 }
 
-/* The library's log sink: one line, already formatted, from the loop's thread. */
-static void library_line(sk_loop *loop, sk_log_level level, const char *line, void *arg)
-{
-    /* Socket steps are printed bare ("accept fd=5 peer=..."), so they read like the seed's
-     * step table; warnings and errors carry the program's name. */
-    bool bare = level == SK_LOG_TRACE || level == SK_LOG_INFO;
-    emit(bare ? "" : "sockit: ", "%s", line);
-}
-
 void log_warn(const logger *lg, const char *fmt, ...)
 {
     if (lg->level == VERBOSITY_QUIET)
@@ -212,11 +195,74 @@ void log_notice(const logger *lg, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Why the library refused a connection, in the words a user reads. */
+static void refusal_text(const sk_event *ev, char *buf, size_t len)
+{
+    switch ((sk_refuse_cause)ev->cause) {
+    case SK_REFUSE_MAX_CONNS:
+        snprintf(buf, len, "server full (%llu live connections, the limit)",
+                 (unsigned long long)ev->limit);
+        break;
+    case SK_REFUSE_PER_IP:
+        snprintf(buf, len, "too many connections from that address (%llu live, the limit per "
+                 "address)", (unsigned long long)ev->limit);
+        break;
+    case SK_REFUSE_DENIED: snprintf(buf, len, "address not allowed by the allow / deny lists"); break;
+    default: snprintf(buf, len, "out of memory"); break;
+    }
+}
+
+static void log_refused(const logger *lg, const sk_event *ev)
+{
+    char why[160], who[SK_ADDR_STRLEN + 32] = "", name[SK_ADDR_STRLEN];
+    refusal_text(ev, why, sizeof why);
+    if (ev->addr) {
+        sk_addr_format(ev->addr, name, sizeof name);
+        snprintf(who, sizeof who, ev->count == 1 ? " from %s" : " (the last from %s)", name);
+    }
+    if (ev->count <= 1)
+        log_warn(lg, "refused a connection%s: %s", who, why);
+    else
+        log_warn(lg, "refused %llu connections in the last %.1f s%s: %s",
+                 (unsigned long long)ev->count, (double)ev->period_ms / 1000.0, who, why);
+}
+
+static void log_paused(const logger *lg, const sk_event *ev)
+{
+    char why[256];
+    snprintf(why, sizeof why, "%s; pausing new connections for %llu ms each time (raise the "
+             "open-files limit, ulimit -n, or lower the load)",
+             sk_strerror(ev->err), (unsigned long long)ev->limit);
+    if (ev->count <= 1)
+        log_warn(lg, "accept: %s", why);
+    else
+        log_warn(lg, "accept: paused %llu times in the last %.1f s: %s",
+                 (unsigned long long)ev->count, (double)ev->period_ms / 1000.0, why);
+}
+
+/* The library's events as the lines of the text log (the commands report the rest of a
+ * conn's life themselves, with the names they captured at accept). */
+static void log_event(const sk_event *ev, void *arg)
+{
+    const logger *lg = arg;
+    char name[SK_ADDR_STRLEN];
+    switch (ev->kind) {
+    case SK_EV_TRACE: /* socket steps bare ("accept fd=5 peer=..."), like the seed's table */
+    case SK_EV_NOTICE: log_info(lg, "%s", ev->text); break;
+    case SK_EV_REFUSED: log_refused(lg, ev); break;
+    case SK_EV_ACCEPT_PAUSED: log_paused(lg, ev); break;
+    case SK_EV_INPUT_DROPPED:
+        if (sk_conn_peer_name(ev->conn, name, sizeof name) < 0)
+            snprintf(name, sizeof name, "fd=%d", sk_conn_fd(ev->conn));
+        log_warn(lg, "%s: the stream ended inside a frame (%llu bytes dropped)", name,
+                 (unsigned long long)ev->bytes_in);
+        break;
+    default: break;
+    }
+}
+
 void setup_logging(sk_loop *loop, logger *lg, verbosity v)
 {
     lg->level = v;
-    sk_log_level max = v == VERBOSITY_QUIET ? SK_LOG_ERROR
-                       : v == VERBOSITY_VERBOSE ? SK_LOG_TRACE
-                                                : SK_LOG_WARN;
-    sk_loop_set_log(loop, max, library_line, NULL);
+    sk_loop_set_events(loop, v == VERBOSITY_VERBOSE ? SK_EVENTS_TRACE : 0, log_event, lg);
 }

@@ -156,7 +156,7 @@ static void release_ip(sk__release *r)
     conn_left(a);
 }
 
-static void log_line(void *arg, int cause, uint64_t n, double secs, const sk_addr *peer);
+static void report(void *arg, int cause, uint64_t n, double secs, const sk_addr *peer);
 
 static int copy_list(sk_cidr **dst, size_t *dst_count, const sk_cidr *src, size_t count)
 {
@@ -183,7 +183,7 @@ int sk__admit_new(sk_loop *loop, const sk_listen_options *o, sk__admit **out)
     a->release.fn = release_conn;
     a->max_conns = o->max_conns;
     a->max_per_ip = o->max_per_ip;
-    sk__ratelog_init(&a->log, loop, o->log_interval_ms ? o->log_interval_ms : 1000, log_line, a);
+    sk__ratelog_init(&a->log, loop, o->log_interval_ms ? o->log_interval_ms : 1000, report, a);
     if (copy_list(&a->allow, &a->allow_count, o->allow, o->allow_count) < 0 ||
         copy_list(&a->deny, &a->deny_count, o->deny, o->deny_count) < 0 ||
         copy_text(&a->full_message, o->full_message) < 0 ||
@@ -205,28 +205,23 @@ void sk__admit_close(sk__admit *a)
 
 /* ---------------------------------------------------------------- refusals */
 
-static void log_line(void *arg, int cause, uint64_t n, double secs, const sk_addr *peer)
+/* Our causes, as the public ones. */
+static const sk_refuse_cause public_cause[NCAUSES] = {
+    [CAUSE_FULL] = SK_REFUSE_MAX_CONNS,
+    [CAUSE_PER_IP] = SK_REFUSE_PER_IP,
+    [CAUSE_DENIED] = SK_REFUSE_DENIED,
+};
+
+/* The rate limit's report: one SK_EV_REFUSED for n refusals in the last secs seconds. */
+static void report(void *arg, int cause, uint64_t n, double secs, const sk_addr *peer)
 {
     sk__admit *a = arg;
-    char why[128], who[SK_ADDR_STRLEN + 32] = "";
-    if (cause == CAUSE_FULL)
-        snprintf(why, sizeof why, "server full (%u live connections, the limit)", a->max_conns);
-    else if (cause == CAUSE_PER_IP)
-        snprintf(why, sizeof why,
-                 "too many connections from that address (%u live, the limit per address)",
-                 a->max_per_ip);
-    else
-        snprintf(why, sizeof why, "address not allowed by the allow / deny lists");
-    if (peer) {
-        char name[SK_ADDR_STRLEN];
-        sk_addr_format(peer, name, sizeof name);
-        snprintf(who, sizeof who, n == 1 ? " from %s" : " (the last from %s)", name);
-    }
-    if (n == 1)
-        sk__log(a->log.loop, SK_LOG_WARN, "refused a connection%s: %s", who, why);
-    else
-        sk__log(a->log.loop, SK_LOG_WARN, "refused %llu connections in the last %.1f s%s: %s",
-                (unsigned long long)n, secs, who, why);
+    sk_event ev = {.kind = SK_EV_REFUSED, .addr = peer, .cause = (int)public_cause[cause],
+                   .count = n, .period_ms = (uint64_t)(secs * 1000.0 + 0.5),
+                   .limit = cause == CAUSE_FULL     ? a->max_conns
+                            : cause == CAUSE_PER_IP ? a->max_per_ip
+                                                    : 0};
+    sk__emit(a->log.loop, &ev);
 }
 
 /* Accepted, but refused: say why (when there is something to say) and close. */
@@ -236,6 +231,7 @@ static void refuse(sk__admit *a, int fd, int cause, const sk_addr *peer)
                        : cause == CAUSE_PER_IP ? a->per_ip_message
                                                : NULL;
     a->refused[cause]++;
+    sk__count(&sk__loop_events(a->log.loop)->n.refused[public_cause[cause]], 1);
     if (text)
         send(fd, text, strlen(text), MSG_DONTWAIT | MSG_NOSIGNAL);
     /* Read what the client already sent (a little, without waiting): closing with unread input

@@ -69,9 +69,9 @@ SK_API int sk_conn_connect(sk_loop *loop, const sk_addr *addr, uint64_t timeout_
     if (family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     char name[SK_ADDR_STRLEN];
-    if (sk__log_on(loop, SK_LOG_TRACE)) {
+    if (sk__trace_on(loop)) {
         sk_addr_format(addr, name, sizeof name);
-        sk__log(loop, SK_LOG_TRACE, "connect fd=%d %s", fd, name);
+        sk__trace(loop, "connect fd=%d %s", fd, name);
     }
     int rc;
     do

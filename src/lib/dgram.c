@@ -94,7 +94,7 @@ static unsigned flush(sk_dgram *d);
 static void trace_datagram(sk_dgram *d, const char *verb, size_t len, const char *dir,
                            const sk_addr *peer, size_t real)
 {
-    if (!sk__log_on(d->loop, SK_LOG_TRACE))
+    if (!sk__trace_on(d->loop))
         return;
     char name[SK_ADDR_STRLEN];
     if (peer)
@@ -102,10 +102,10 @@ static void trace_datagram(sk_dgram *d, const char *verb, size_t len, const char
     else
         strcpy(name, "(connected peer)");
     if (real > len)
-        sk__log(d->loop, SK_LOG_TRACE, "%s fd=%d %zu bytes %s %s (truncated: %zu bytes sent)", verb,
+        sk__trace(d->loop, "%s fd=%d %zu bytes %s %s (truncated: %zu bytes sent)", verb,
                 d->io.fd, len, dir, name, real);
     else
-        sk__log(d->loop, SK_LOG_TRACE, "%s fd=%d %zu bytes %s %s", verb, d->io.fd, len, dir, name);
+        sk__trace(d->loop, "%s fd=%d %zu bytes %s %s", verb, d->io.fd, len, dir, name);
 }
 
 static void update_interest(sk_dgram *d)
@@ -381,7 +381,7 @@ static unsigned flush(sk_dgram *d)
                 break;
             continue;
         }
-        if (sk__log_on(d->loop, SK_LOG_TRACE))
+        if (sk__trace_on(d->loop))
             for (int i = 0; i < r; i++) {
                 const qent *e = &d->q[(d->qhead + (unsigned)i) % d->qcap];
                 trace_datagram(d, "send", e->len, "to", dest_of(d, e), 0);
@@ -584,10 +584,10 @@ static int setup_socket(sk_dgram *d, const sk_addr *bind_addr, const sk_addr *co
         SK_TRACE(d->loop, "bind fd=%d (automatic Unix name)", fd);
     }
     if (rc == 0 && connect_to) {
-        if (sk__log_on(d->loop, SK_LOG_TRACE)) {
+        if (sk__trace_on(d->loop)) {
             char name[SK_ADDR_STRLEN];
             sk_addr_format(connect_to, name, sizeof name);
-            sk__log(d->loop, SK_LOG_TRACE, "connect fd=%d %s", fd, name);
+            sk__trace(d->loop, "connect fd=%d %s", fd, name);
         }
         do
             rc = connect(fd, (const struct sockaddr *)&connect_to->ss, connect_to->len);

@@ -1,6 +1,8 @@
 /* Events and counters: see include/sockit/event.h. The loop owns one sk__events (loop.c);
  * everything else reaches it through sk__loop_events(). */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 
 #include "internal.h"
 
@@ -19,6 +21,21 @@ void sk__emit(sk_loop *loop, sk_event *ev)
         return;
     ev->loop = loop;
     e->cb(ev, e->arg);
+}
+
+bool sk__trace_on(sk_loop *loop)
+{
+    return sk__loop_events(loop)->flags & SK_EVENTS_TRACE;
+}
+
+void sk__trace(sk_loop *loop, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    sk__emit(loop, &(sk_event){.kind = SK_EV_TRACE, .text = line});
 }
 
 bool sk__conn_stats_on(sk_loop *loop)

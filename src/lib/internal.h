@@ -64,15 +64,14 @@ bool sk__conn_stats_on(sk_loop *loop); /* SK_EVENTS_CONN_STATS is set */
 int sk__fail_text(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* ---- logging ---- */
-bool sk__log_on(const sk_loop *loop, sk_log_level level);
-void sk__log(sk_loop *loop, sk_log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* ---- the trace: a line per socket step, as SK_EV_TRACE events (event.c) ---- */
+bool sk__trace_on(sk_loop *loop);
+void sk__trace(sk_loop *loop, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Trace one socket step; the arguments are only formatted when tracing is on. */
 #define SK_TRACE(loop, ...)                                                                        \
     do {                                                                                           \
-        if (sk__log_on((loop), SK_LOG_TRACE))                                                      \
-            sk__log((loop), SK_LOG_TRACE, __VA_ARGS__);                                            \
+        if (sk__trace_on(loop))                                                                    \
+            sk__trace((loop), __VA_ARGS__);                                                        \
     } while (0)
 
 /* A 64 KiB buffer every conn on the loop reads into first; only a partial frame is copied out. */

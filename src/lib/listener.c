@@ -46,24 +46,23 @@ static void retry_fired(sk_timer *t, void *arg)
 
 /* ---------------------------------------------------------------- descriptors */
 
-static void log_pause(void *arg, int cause, uint64_t n, double secs, const sk_addr *peer)
+/* The rate limit's report: one SK_EV_ACCEPT_PAUSED for n pauses in the last secs seconds. */
+static void report_pauses(void *arg, int cause, uint64_t n, double secs, const sk_addr *peer)
 {
+    (void)cause;
+    (void)peer;
     sk_listener *l = arg;
-    char why[256];
-    snprintf(why, sizeof why, "%s; pausing new connections for %u ms each time (raise the "
-             "open-files limit, ulimit -n, or lower the load)",
-             sk_strerror(l->last_fd_error), l->retry_ms);
-    if (n == 1)
-        sk__log(l->loop, SK_LOG_WARN, "accept: %s", why);
-    else
-        sk__log(l->loop, SK_LOG_WARN, "accept: paused %llu times in the last %.1f s: %s",
-                (unsigned long long)n, secs, why);
+    sk__emit(l->loop, &(sk_event){.kind = SK_EV_ACCEPT_PAUSED, .listener = l,
+                                  .err = l->last_fd_error, .count = n,
+                                  .period_ms = (uint64_t)(secs * 1000.0 + 0.5),
+                                  .limit = l->retry_ms});
 }
 
 static void pause_for_descriptors(sk_listener *l, int err)
 {
     l->fd_pauses++;
     l->last_fd_error = err;
+    sk__count(&sk__loop_events(l->loop)->n.accept_pauses, 1);
     sk__ratelog_note(&l->log, CAUSE_FD, NULL);
     if (!l->retry && sk_timer_new(l->loop, retry_fired, l, &l->retry) < 0)
         return; /* without a timer we cannot pause safely; keep trying on the next wakeup */
@@ -76,10 +75,10 @@ static void pause_for_descriptors(sk_listener *l, int err)
 static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss, socklen_t len)
 {
     sk_addr peer = {.ss = *ss, .len = len};
-    if (sk__log_on(l->loop, SK_LOG_TRACE)) {
+    if (sk__trace_on(l->loop)) {
         char name[SK_ADDR_STRLEN];
         sk_addr_format(&peer, name, sizeof name);
-        sk__log(l->loop, SK_LOG_TRACE, "accept fd=%d peer=%s", fd, name);
+        sk__trace(l->loop, "accept fd=%d peer=%s", fd, name);
     }
     sk__release *slot = NULL;
     int rc = sk__admit_check(l->adm, fd, &peer, &slot);
@@ -88,7 +87,9 @@ static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss
     sk__sock_nodelay(fd, ss->ss_family);
     sk_conn *c;
     if (rc < 0 || sk__conn_accepted(l->loop, fd, &c) < 0) {
-        sk__log(l->loop, SK_LOG_WARN, "accept: out of memory; dropping a connection");
+        sk__count(&sk__loop_events(l->loop)->n.refused[SK_REFUSE_NO_MEMORY], 1);
+        sk__emit(l->loop, &(sk_event){.kind = SK_EV_REFUSED, .listener = l, .addr = &peer,
+                                      .cause = SK_REFUSE_NO_MEMORY, .count = 1});
         if (slot)
             sk__admit_abandon(l->adm, slot);
         close(fd);
@@ -97,6 +98,8 @@ static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss
     sk__admit_enter(l->adm, slot);
     sk__conn_set_release(c, slot);
     l->accepted++;
+    sk__count(&sk__loop_events(l->loop)->n.accepted, 1);
+    sk__emit(l->loop, &(sk_event){.kind = SK_EV_ACCEPTED, .listener = l, .conn = c});
     l->on_accept(l, c);
 }
 
@@ -190,7 +193,7 @@ SK_API int sk_listener_open(sk_loop *loop, const sk_addr *addr, const sk_listen_
     l->on_accept = on_accept;
     l->data = data;
     l->retry_ms = o->retry_ms ? o->retry_ms : 100;
-    sk__ratelog_init(&l->log, loop, o->log_interval_ms ? o->log_interval_ms : 1000, log_pause, l);
+    sk__ratelog_init(&l->log, loop, o->log_interval_ms ? o->log_interval_ms : 1000, report_pauses, l);
     /* Every allocation before the socket: a failure then has no file to clean up. */
     const char *path = sk__sock_unix_path(addr);
     if (sk__admit_new(loop, o, &l->adm) < 0 || (path && !(l->unix_path = strdup(path))))
@@ -206,6 +209,7 @@ SK_API int sk_listener_open(sk_loop *loop, const sk_addr *addr, const sk_listen_
     if (rc < 0)
         return open_failed(l, fd, rc);
     *out = l;
+    sk__emit(loop, &(sk_event){.kind = SK_EV_LISTENING, .listener = l, .addr = &l->addr});
     return 0;
 }
 

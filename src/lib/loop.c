@@ -67,10 +67,6 @@ struct sk_loop {
     /* user-watched descriptors */
     watch *watches;
     sk__events events; /* the sink and the counters (event.c) */
-    /* logging */
-    sk_log_level log_level;
-    sk_log_cb log_cb;
-    void *log_arg;
     uint8_t read_buf[SK__READ_BUF];
 };
 
@@ -558,33 +554,9 @@ SK_API int sk_loop_post(sk_loop *loop, sk_post_cb fn, void *arg)
     return 0;
 }
 
-/* ---------------------------------------------------------------- logging */
+/* ---------------------------------------------------------------- events */
 
 sk__events *sk__loop_events(sk_loop *loop)
 {
     return &loop->events;
-}
-
-SK_API void sk_loop_set_log(sk_loop *loop, sk_log_level max_level, sk_log_cb cb, void *arg)
-{
-    loop->log_level = max_level;
-    loop->log_cb = cb;
-    loop->log_arg = arg;
-}
-
-bool sk__log_on(const sk_loop *loop, sk_log_level level)
-{
-    return loop->log_cb && level <= loop->log_level;
-}
-
-void sk__log(sk_loop *loop, sk_log_level level, const char *fmt, ...)
-{
-    if (!sk__log_on(loop, level))
-        return;
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    loop->log_cb(loop, level, line, loop->log_arg);
 }

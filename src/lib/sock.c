@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -51,16 +52,18 @@ int sk__sock_bind(sk_loop *loop, int fd, int type, const sk_addr *addr)
     if (err == EADDRINUSE && addr->ss.ss_family == AF_UNIX &&
         unix_path_is_stale((const struct sockaddr_un *)sa, addr->len, type)) {
         const char *path = ((const struct sockaddr_un *)sa)->sun_path;
-        sk__log(loop, SK_LOG_INFO, "removing stale socket file %s", path);
+        char text[sizeof((struct sockaddr_un *)0)->sun_path + 32];
+        snprintf(text, sizeof text, "removing stale socket file %s", path);
+        sk__emit(loop, &(sk_event){.kind = SK_EV_NOTICE, .text = text});
         unlink(path);
         err = bind(fd, sa, addr->len) == 0 ? 0 : errno;
     }
     if (err)
         return -err;
-    if (sk__log_on(loop, SK_LOG_TRACE)) {
+    if (sk__trace_on(loop)) {
         char name[SK_ADDR_STRLEN];
         sk_addr_format(addr, name, sizeof name);
-        sk__log(loop, SK_LOG_TRACE, "bind fd=%d %s", fd, name);
+        sk__trace(loop, "bind fd=%d %s", fd, name);
     }
     return 0;
 }

@@ -229,10 +229,10 @@ static int tls_start(sk__layer *l)
     t->verified = !t->ctx->insecure && SSL_get_verify_result(t->ssl) == X509_V_OK &&
                   SSL_get0_peer_certificate(t->ssl) != NULL;
     sk_loop *loop = sk_conn_loop(l->conn);
-    if (sk__log_on(loop, SK_LOG_TRACE)) {
+    if (sk__trace_on(loop)) {
         sk_tls_info info;
         tls_info(t, &info);
-        sk__log(loop, SK_LOG_TRACE, "tls fd=%d %s %s%s%s peer=%s %s", l->fd, info.version,
+        sk__trace(loop, "tls fd=%d %s %s%s%s peer=%s %s", l->fd, info.version,
                 info.cipher, info.sni ? " sni=" : "", info.sni ? info.sni : "",
                 info.peer_subject[0] ? info.peer_subject : "(no certificate)",
                 info.verified ? "verified" : "unverified");

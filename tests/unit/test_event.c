@@ -75,12 +75,16 @@ TEST(event_counters_count_a_conn_pair)
     seen s = {0};
     sk_counters c;
     echo_once(0, &s, &c);
+    CHECK(c.accepted == 1);
     CHECK(c.connects == 1);
     CHECK(c.connected == 1);
+    CHECK(c.active == 0);
     CHECK(c.closed == 2); /* the client and the server side */
     CHECK(c.closed_by[SK_CLOSE_CLEAN] == 2);
     /* "hello\n" out and back, on each side */
     CHECK(c.bytes_in == 12 && c.bytes_out == 12);
+    CHECK(count_kind(&s, SK_EV_LISTENING) == 1);
+    CHECK(count_kind(&s, SK_EV_ACCEPTED) == 1);
     CHECK(count_kind(&s, SK_EV_CONNECTED) == 1);
     CHECK(count_kind(&s, SK_EV_CLOSED) == 2);
     CHECK(s.closed_in == 0); /* no per-conn statistics unless asked */

@@ -770,49 +770,49 @@ TEST(loop_stop_from_posted_fn_returns_run)
     run_stop_child(child_stop_from_post, NULL);
 }
 
-/* ---- logging ---- */
+/* ---- events: the trace ---- */
 
 typedef struct log_rec {
-    sk_log_level max;
-    int lines;
-    int above_max;
+    int lines, non_trace;
     int bad_loop;
     sk_loop *loop;
-    bool saw_socket, saw_bind, saw_listen;
+    bool saw_socket, saw_bind, saw_listen, saw_listening;
 } log_rec;
 
-static void log_cb(sk_loop *loop, sk_log_level level, const char *line, void *arg)
+static void log_cb(const sk_event *ev, void *arg)
 {
     log_rec *r = arg;
-    r->lines++;
-    if (loop != r->loop)
+    if (ev->loop != r->loop)
         r->bad_loop++;
-    if (level > r->max)
-        r->above_max++;
-    if (!line)
+    if (ev->kind == SK_EV_LISTENING)
+        r->saw_listening = ev->addr && sk_addr_port(ev->addr) != 0;
+    if (ev->kind != SK_EV_TRACE) {
+        r->non_trace++;
         return;
-    if (strncmp(line, "socket", 6) == 0)
+    }
+    r->lines++;
+    if (strncmp(ev->text, "socket", 6) == 0)
         r->saw_socket = true;
-    if (strncmp(line, "bind", 4) == 0)
+    if (strncmp(ev->text, "bind", 4) == 0)
         r->saw_bind = true;
-    if (strncmp(line, "listen", 6) == 0)
+    if (strncmp(ev->text, "listen", 6) == 0)
         r->saw_listen = true;
 }
 
 static void log_test_accept(sk_listener *l, sk_conn *c)
 {
+    (void)l;
     sk_conn_abort(c);
 }
 
-TEST(loop_log_trace_lines)
+TEST(loop_trace_lines)
 {
     sk_loop *loop;
     REQUIRE(sk_loop_new(&loop) == 0);
     log_rec r;
     memset(&r, 0, sizeof r);
-    r.max = SK_LOG_TRACE;
     r.loop = loop;
-    sk_loop_set_log(loop, SK_LOG_TRACE, log_cb, &r);
+    sk_loop_set_events(loop, SK_EVENTS_TRACE, log_cb, &r);
     sk_addr a;
     REQUIRE(sk_addr_from_ip(&a, "127.0.0.1", 0) == 0);
     sk_listener *l = NULL;
@@ -821,6 +821,7 @@ TEST(loop_log_trace_lines)
     CHECK(r.saw_socket);
     CHECK(r.saw_bind);
     CHECK(r.saw_listen);
+    CHECK(r.saw_listening); /* the event, with the real port */
     CHECK(r.bad_loop == 0);
     if (l)
         sk_listener_close(l);
@@ -828,23 +829,22 @@ TEST(loop_log_trace_lines)
     sk_loop_free(loop);
 }
 
-TEST(loop_log_level_filters)
+TEST(loop_trace_only_when_asked)
 {
     sk_loop *loop;
     REQUIRE(sk_loop_new(&loop) == 0);
     log_rec r;
     memset(&r, 0, sizeof r);
-    r.max = SK_LOG_ERROR;
     r.loop = loop;
-    sk_loop_set_log(loop, SK_LOG_ERROR, log_cb, &r);
+    sk_loop_set_events(loop, 0, log_cb, &r);
     sk_addr a;
     REQUIRE(sk_addr_from_ip(&a, "127.0.0.1", 0) == 0);
     sk_listener *l = NULL;
     CHECK(sk_listener_open(loop, &a, NULL, log_test_accept, NULL, &l) == 0);
-    CHECK(r.above_max == 0);
-    CHECK(!r.saw_socket && !r.saw_bind && !r.saw_listen);
-    /* and with no callback at all, nothing breaks */
-    sk_loop_set_log(loop, SK_LOG_TRACE, NULL, NULL);
+    CHECK(r.lines == 0);
+    CHECK(r.saw_listening); /* facts still come */
+    /* and with no sink at all, nothing breaks */
+    sk_loop_set_events(loop, SK_EVENTS_TRACE, NULL, NULL);
     if (l)
         sk_listener_close(l);
     sk_loop_run_once(loop, 0);
