@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     closed = false;
     sk_conn_set_callbacks(c, &callbacks);
-    if (sk_conn_start_tls(c, server_ctx(), NULL, 1000) < 0)
+    if (sk_tls_start(c, server_ctx(), NULL, 1000) < 0)
         abort();
     /* The client: everything at once, then FIN; read and drop what the server answers. */
     if (write(fds[1], data, size) < 0) {

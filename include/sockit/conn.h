@@ -87,7 +87,7 @@ int sk_conn_writev(sk_conn *c, const struct iovec *iov, int iovcnt);
 int sk_conn_write_frame(sk_conn *c, const void *data, size_t len);
 
 /* Bytes queued in user space (not yet taken by the kernel). */
-size_t sk_conn_queued(const sk_conn *c);
+size_t sk_conn_queued_bytes(const sk_conn *c);
 /* False while the queue is above the high watermark (until on_drain). */
 bool sk_conn_writable(const sk_conn *c);
 

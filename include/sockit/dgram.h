@@ -101,7 +101,7 @@ int sk_dgram_open(sk_loop *loop, const sk_addr *bind_addr, const sk_addr *connec
 int sk_dgram_send(sk_dgram *d, const void *data, size_t len, const sk_addr *to);
 
 /* Datagrams queued in user space (not yet taken by the kernel). */
-size_t sk_dgram_queued(const sk_dgram *d);
+size_t sk_dgram_queued_datagrams(const sk_dgram *d);
 /* False from half the queue until on_drain. */
 bool sk_dgram_writable(const sk_dgram *d);
 

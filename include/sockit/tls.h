@@ -1,7 +1,7 @@
 /* sockit — TLS over a conn, through OpenSSL, safe by default.
  *
  * A context holds the configuration shared by many conns (certificates, trust, protocol
- * versions). sk_conn_start_tls() turns a conn into a TLS conn: everything else — framing,
+ * versions). sk_tls_start() turns a conn into a TLS conn: everything else — framing,
  * backpressure, timeouts, half-close — works unchanged on top of it.
  *
  * Client contexts verify the server's chain (system store, or ca_file) and its host name or IP
@@ -62,7 +62,7 @@ int sk_tls_ctx_fingerprint(const sk_tls_ctx *ctx, char *buf, size_t len);
  * as SNI, NULL to skip both) or in the accept callback (server; name unused). on_connect is
  * called once the handshake is done — for accepted conns too. The handshake must finish within
  * timeout_ms (0: 10 s). Writes made before then are queued. 0 or a negative code. */
-int sk_conn_start_tls(sk_conn *c, sk_tls_ctx *ctx, const char *name, uint64_t timeout_ms);
+int sk_tls_start(sk_conn *c, sk_tls_ctx *ctx, const char *name, uint64_t timeout_ms);
 
 typedef struct sk_tls_info {
     const char *version;     /* "TLSv1.3" */
@@ -81,8 +81,8 @@ typedef struct sk_tls_info {
 } sk_tls_info;
 
 /* Fill info for a TLS conn (valid in any callback, on_close included). -EINVAL if not TLS. */
-int sk_conn_tls_info(const sk_conn *c, sk_tls_info *info);
-bool sk_conn_is_tls(const sk_conn *c);
+int sk_tls_describe(const sk_conn *c, sk_tls_info *info);
+bool sk_tls_active(const sk_conn *c);
 
 #ifdef __cplusplus
 }

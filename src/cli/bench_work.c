@@ -113,7 +113,7 @@ static int write_stream(bconn *b, uint64_t n)
 static void start_tls(wstate *ws, bconn *b)
 {
     const bench_config *cfg = ws->cfg;
-    if (sk_conn_start_tls(b->c, cfg->tls, cfg->tls_name, cfg->timeout_ms) < 0)
+    if (sk_tls_start(b->c, cfg->tls, cfg->tls_name, cfg->timeout_ms) < 0)
         sk_conn_abort(b->c); /* on_close follows, and counts the error */
 }
 

@@ -212,7 +212,7 @@ static void on_close(sk_conn *c, int reason)
         if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
             /* The server answered: another address of the same name would not help. */
             sk_tls_info info;
-            sk_conn_tls_info(c, &info);
+            sk_tls_describe(c, &info);
             snprintf(st->tls_error, sizeof st->tls_error, "%s", info.error);
             st->addr_next = st->addr_count;
         }
@@ -227,7 +227,7 @@ static void on_close(sk_conn *c, int reason)
     else if ((reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) && st->tls) {
         /* TLS 1.3: a server may refuse us (no client certificate) after our handshake ended. */
         sk_tls_info info;
-        sk_conn_tls_info(c, &info);
+        sk_tls_describe(c, &info);
         msg("connection to %s failed: %s: %s", st->name, sk_strerror(reason),
             info.error[0] ? info.error : "no detail");
     }
@@ -269,7 +269,7 @@ static void try_next(client_state *st)
         sk_addr_format(a, st->name, sizeof st->name);
         int rc = sk_conn_connect(st->loop, a, st->timeout_ms, &callbacks, st, &st->conn);
         if (rc == 0 && st->tls)
-            rc = sk_conn_start_tls(st->conn, st->tls, st->tls_name, st->timeout_ms);
+            rc = sk_tls_start(st->conn, st->tls, st->tls_name, st->timeout_ms);
         if (rc == 0)
             return;
         st->last_error = rc;

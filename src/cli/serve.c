@@ -95,7 +95,7 @@ static void log_close(const client *cl, int reason)
         log_info(&srv->log, "%s: idle or stalled longer than allowed; closed", cl->name);
     } else if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
         sk_tls_info info;
-        sk_conn_tls_info(cl->conn, &info);
+        sk_tls_describe(cl->conn, &info);
         log_info(&srv->log, "%s: TLS handshake failed: %s", cl->name, info.error);
     } else {
         log_info(&srv->log, "%s: %s", cl->name, sk_strerror(reason));
@@ -197,7 +197,7 @@ static void on_accept(sk_listener *l, sk_conn *c)
     }
     link_client(&srv->handshaking, cl);
     sk_conn_set_callbacks(c, &handshake_callbacks); /* the service starts at on_connect */
-    if (sk_conn_start_tls(c, srv->tls, NULL, srv->handshake_ms) < 0) {
+    if (sk_tls_start(c, srv->tls, NULL, srv->handshake_ms) < 0) {
         log_warn(&srv->log, "%s: cannot start TLS: out of memory; dropped that client",
                  cl->name);
         sk_conn_abort(c); /* handshake_closed() follows and frees the client */
@@ -207,7 +207,7 @@ static void on_accept(sk_listener *l, sk_conn *c)
 /* Bytes a client is still owed or still owes us: queued output, or input not yet read. */
 static bool undelivered(const client *cl)
 {
-    return sk_conn_queued(cl->conn) > 0 || sk_conn_input_pending(cl->conn);
+    return sk_conn_queued_bytes(cl->conn) > 0 || sk_conn_input_pending(cl->conn);
 }
 
 static void drain_expired(sk_timer *t, void *arg)

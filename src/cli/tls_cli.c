@@ -85,7 +85,7 @@ void tls_cli_client_ctx(const tls_cli *t, sk_tls_ctx **out)
 void tls_cli_describe(const logger *lg, sk_conn *c, const char *who)
 {
     sk_tls_info info;
-    if (sk_conn_tls_info(c, &info) < 0)
+    if (sk_tls_describe(c, &info) < 0)
         return;
     /* A pin accepts a certificate whatever its dates: say so, rather than "verified". */
     const char *how = info.pinned ? "pinned" : info.verified ? "verified" : "not verified";

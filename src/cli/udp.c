@@ -280,7 +280,7 @@ static void maybe_done(udp_client *c)
 static void reply_timeout(sk_timer *t, void *arg)
 {
     udp_client *c = arg;
-    size_t unsent = sk_dgram_queued(c->d);
+    size_t unsent = sk_dgram_queued_datagrams(c->d);
     if (unsent) {
         msg("%s: %zu datagrams could not be sent within --timeout (%.1f s)", c->name, unsent,
             (double)c->timeout_ms / 1000.0);

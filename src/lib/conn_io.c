@@ -137,7 +137,7 @@ SK_API int sk_conn_write_frame(sk_conn *c, const void *data, size_t len)
     return sk_conn_writev(c, iov, 1);
 }
 
-SK_API size_t sk_conn_queued(const sk_conn *c)
+SK_API size_t sk_conn_queued_bytes(const sk_conn *c)
 {
     return c->x->out ? c->x->out->len : 0;
 }

@@ -473,7 +473,7 @@ SK_API int sk_dgram_send(sk_dgram *d, const void *data, size_t len, const sk_add
     return 0;
 }
 
-SK_API size_t sk_dgram_queued(const sk_dgram *d)
+SK_API size_t sk_dgram_queued_datagrams(const sk_dgram *d)
 {
     return d->qlen;
 }

@@ -328,7 +328,7 @@ static const sk__layer_ops tls_ops = {
 
 /* ---------------------------------------------------------------- the API */
 
-SK_API int sk_conn_start_tls(sk_conn *c, sk_tls_ctx *ctx, const char *name, uint64_t timeout_ms)
+SK_API int sk_tls_start(sk_conn *c, sk_tls_ctx *ctx, const char *name, uint64_t timeout_ms)
 {
     if (sk__conn_find_layer(c, &tls_ops))
         return -EINVAL;
@@ -338,12 +338,12 @@ SK_API int sk_conn_start_tls(sk_conn *c, sk_tls_ctx *ctx, const char *name, uint
     return sk__conn_push_layer(c, &t->layer, timeout_ms);
 }
 
-SK_API bool sk_conn_is_tls(const sk_conn *c)
+SK_API bool sk_tls_active(const sk_conn *c)
 {
     return sk__conn_find_layer(c, &tls_ops) != NULL;
 }
 
-SK_API int sk_conn_tls_info(const sk_conn *c, sk_tls_info *info)
+SK_API int sk_tls_describe(const sk_conn *c, sk_tls_info *info)
 {
     const sk__layer *l = sk__conn_find_layer(c, &tls_ops);
     if (!l)

@@ -483,7 +483,7 @@ TEST(conn_backpressure_peer_never_reads)
     CHECK(sk_conn_set_watermarks(c, 1, 4, 3) == -EINVAL); /* high > limit */
     REQUIRE(sk_conn_set_watermarks(c, LOW, HIGH, LIMIT) == 0);
     CHECK(sk_conn_writable(c));
-    CHECK(sk_conn_queued(c) == 0);
+    CHECK(sk_conn_queued_bytes(c) == 0);
 
     unsigned char *chunk = malloc(LIMIT + 1);
     REQUIRE(chunk);
@@ -499,34 +499,34 @@ TEST(conn_backpressure_peer_never_reads)
             break;
         }
         written += CHUNK;
-        if (sk_conn_queued(c) > max_queued)
-            max_queued = sk_conn_queued(c);
+        if (sk_conn_queued_bytes(c) > max_queued)
+            max_queued = sk_conn_queued_bytes(c);
         sk_loop_run_once(f.loop, 0);
     }
     CHECK(!sk_conn_writable(c));
     CHECK(max_queued <= LIMIT);
-    size_t q = sk_conn_queued(c);
+    size_t q = sk_conn_queued_bytes(c);
     CHECK(q >= HIGH);
     CHECK(q <= LIMIT);
 
     /* past the hard limit: refused, nothing of it queued */
     fill_pattern(chunk, LIMIT, written);
     CHECK(sk_conn_write(c, chunk, LIMIT) == -ENOBUFS);
-    CHECK(sk_conn_queued(c) <= q);
+    CHECK(sk_conn_queued_bytes(c) <= q);
     struct iovec iov[2] = {{chunk, LIMIT / 2}, {chunk + LIMIT / 2, LIMIT / 2}};
     CHECK(sk_conn_writev(c, iov, 2) == -ENOBUFS);
     CHECK(sk_conn_write_frame(c, chunk, LIMIT) == -ENOBUFS);
-    CHECK(sk_conn_queued(c) <= q);
+    CHECK(sk_conn_queued_bytes(c) <= q);
     /* up to the limit exactly is fine */
-    q = sk_conn_queued(c);
+    q = sk_conn_queued_bytes(c);
     size_t room = LIMIT - q;
     if (room) {
         fill_pattern(chunk, room, written);
         CHECK(sk_conn_write(c, chunk, room) == 0);
         written += room;
     }
-    CHECK(sk_conn_queued(c) <= LIMIT);
-    if (sk_conn_queued(c) == LIMIT) {
+    CHECK(sk_conn_queued_bytes(c) <= LIMIT);
+    if (sk_conn_queued_bytes(c) == LIMIT) {
         fill_pattern(chunk, 1, written);
         int rc = sk_conn_write(c, chunk, 1);
         CHECK(rc == -ENOBUFS);
@@ -558,7 +558,7 @@ TEST(conn_backpressure_peer_never_reads)
     CHECK(got == written);
     run_for(f.loop, 10);
     CHECK(f.t->drains >= 1);
-    CHECK(sk_conn_queued(c) == 0);
+    CHECK(sk_conn_queued_bytes(c) == 0);
     CHECK(sk_conn_writable(c));
     CHECK(f.t->closes == 0);
     free(chunk);
@@ -734,9 +734,9 @@ TEST(conn_abort_drops_queue)
     enum { CHUNK = 65536 };
     unsigned char *chunk = calloc(1, CHUNK);
     REQUIRE(chunk);
-    for (int i = 0; i < 2000 && sk_conn_queued(c) == 0; i++)
+    for (int i = 0; i < 2000 && sk_conn_queued_bytes(c) == 0; i++)
         CHECK(sk_conn_write(c, chunk, CHUNK) == 0);
-    CHECK(sk_conn_queued(c) > 0);
+    CHECK(sk_conn_queued_bytes(c) > 0);
     sk_conn_abort(c);
     CHECK(run_until(f.loop, &f.t->closed, 5000));
     CHECK(raw_wait_end(f.loop, f.cfd, 5000, NULL) == -ECONNRESET);

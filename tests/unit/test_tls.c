@@ -92,7 +92,7 @@ static void fix_accept(sk_listener *l, sk_conn *c)
     f->accepted_at[i] = util_now_ms();
     tconn_attach(t, c, f->cbs ? f->cbs : &tconn_cbs);
     CHECK(sk_conn_set_framing(c, f->kind, f->max) == 0);
-    int rc = sk_conn_start_tls(c, f->sctx, NULL, f->hs_ms);
+    int rc = sk_tls_start(c, f->sctx, NULL, f->hs_ms);
     CHECK(rc == 0);
 }
 
@@ -143,7 +143,7 @@ static bool fix_client(tls_fix *f, tconn *t, sk_tls_ctx *cctx, const char *name,
     if (sk_conn_connect(f->loop, &f->addr, WAIT_MS, &tconn_cbs, t, &t->conn) != 0)
         return false;
     CHECK(sk_conn_set_framing(t->conn, kind, 0) == 0);
-    int rc = sk_conn_start_tls(t->conn, cctx, name, WAIT_MS);
+    int rc = sk_tls_start(t->conn, cctx, name, WAIT_MS);
     if (rc != 0) {
         sk_conn_abort(t->conn);
         run_until(f->loop, &t->closed, WAIT_MS);
@@ -292,7 +292,7 @@ TEST(tls_echo_1000_len32_frames_in_one_write)
     }
     tconn cl;
     REQUIRE(fix_client(&f, &cl, cctx, "localhost", SK_FRAME_LEN32));
-    CHECK(sk_conn_is_tls(cl.conn));
+    CHECK(sk_tls_active(cl.conn));
     CHECK(sk_conn_write(cl.conn, buf, len) == 0); /* queued until the handshake is done */
     CHECK(!cl.connected);
     CHECK(run_until(f.loop, &cl.connected, WAIT_MS));
@@ -309,7 +309,7 @@ TEST(tls_echo_1000_len32_frames_in_one_write)
     /* What each side knows about the session. */
     sk_tls_info info;
     REQUIRE(cl.conn);
-    CHECK(sk_conn_tls_info(cl.conn, &info) == 0);
+    CHECK(sk_tls_describe(cl.conn, &info) == 0);
     CHECK(info.version && strcmp(info.version, "TLSv1.3") == 0);
     CHECK(info.cipher && info.cipher[0]);
     CHECK(info.verified); /* the pin matched */
@@ -320,7 +320,7 @@ TEST(tls_echo_1000_len32_frames_in_one_write)
     CHECK(info.error[0] == '\0');
     REQUIRE(f.nsrv == 1 && f.srv[0].conn);
     CHECK(f.srv[0].connects == 1); /* on_connect runs for accepted conns after the handshake */
-    CHECK(sk_conn_tls_info(f.srv[0].conn, &info) == 0);
+    CHECK(sk_tls_describe(f.srv[0].conn, &info) == 0);
     CHECK(info.sni && strcmp(info.sni, "localhost") == 0); /* SNI is visible to the service */
     CHECK(info.peer_subject[0] == '\0');                    /* no client certificate */
     CHECK(!info.verified);
@@ -386,8 +386,8 @@ TEST(tls_info_and_errors_of_the_api)
     CHECK(run_until(loop, &cl.connected, WAIT_MS));
     sk_tls_info info;
     if (cl.conn) {
-        CHECK(!sk_conn_is_tls(cl.conn));
-        CHECK(sk_conn_tls_info(cl.conn, &info) == -EINVAL);
+        CHECK(!sk_tls_active(cl.conn));
+        CHECK(sk_tls_describe(cl.conn, &info) == -EINVAL);
     }
     tconn_finish(loop, &cl);
     tserver_close(&ts);
@@ -430,7 +430,7 @@ TEST(tls_insecure_client_connects_unverified)
     CHECK(tconn_frame_is_str(&cl, 0, "hi"));
     sk_tls_info info;
     if (cl.conn) {
-        CHECK(sk_conn_tls_info(cl.conn, &info) == 0);
+        CHECK(sk_tls_describe(cl.conn, &info) == 0);
         CHECK(!info.verified);
     }
     tconn_finish(f.loop, &cl);
@@ -475,7 +475,7 @@ static void record_close(sk_conn *c, int reason)
 {
     sk_tls_info info;
     last_close_error[0] = '\0';
-    if (sk_conn_tls_info(c, &info) == 0)
+    if (sk_tls_describe(c, &info) == 0)
         snprintf(last_close_error, sizeof last_close_error, "%s", info.error);
     last_close_reason = reason;
     last_close_done = true;
@@ -495,7 +495,7 @@ static int connect_expect_failure(tls_fix *f, sk_tls_ctx *cctx, const char *name
     sk_conn *c;
     if (sk_conn_connect(f->loop, &f->addr, WAIT_MS, &error_cbs, NULL, &c) != 0)
         return 1;
-    if (sk_conn_start_tls(c, cctx, name, WAIT_MS) != 0) {
+    if (sk_tls_start(c, cctx, name, WAIT_MS) != 0) {
         sk_conn_abort(c);
         run_until(f->loop, &last_close_done, WAIT_MS);
         return 1;
@@ -537,12 +537,12 @@ TEST(tls_ca_file_verifies_chain_and_name)
         CHECK(wait_frames(f.loop, &cl, 1, WAIT_MS));
         CHECK(tconn_frame_is_str(&cl, 0, "ok"));
         sk_tls_info info;
-        if (cl.conn && sk_conn_tls_info(cl.conn, &info) == 0) {
+        if (cl.conn && sk_tls_describe(cl.conn, &info) == 0) {
             CHECK(info.verified);
             CHECK(strcmp(info.peer_names, "localhost, 127.0.0.1, ::1") == 0);
         }
         tconn *s = &f.srv[f.nsrv - 1];
-        if (s->conn && sk_conn_tls_info(s->conn, &info) == 0) {
+        if (s->conn && sk_tls_describe(s->conn, &info) == 0) {
             if (i == 0)
                 CHECK(info.sni && strcmp(info.sni, "localhost") == 0);
             else
@@ -653,7 +653,7 @@ TEST(tls_mutual_with_and_without_client_certificate)
     CHECK(tconn_frame_is_str(&cl, 0, "let me in"));
     REQUIRE(f.nsrv == 3);
     sk_tls_info info;
-    if (f.srv[2].conn && sk_conn_tls_info(f.srv[2].conn, &info) == 0) {
+    if (f.srv[2].conn && sk_tls_describe(f.srv[2].conn, &info) == 0) {
         CHECK(strstr(info.peer_subject, "sockit unit client") != NULL);
         CHECK(info.verified);
     }
@@ -683,9 +683,9 @@ TEST(tls_alpn_agreement_and_mismatch)
     REQUIRE(fix_client(&f, &cl, cctx, "localhost", SK_FRAME_LINE));
     CHECK(run_until(f.loop, &cl.connected, WAIT_MS));
     sk_tls_info info;
-    if (cl.conn && sk_conn_tls_info(cl.conn, &info) == 0)
+    if (cl.conn && sk_tls_describe(cl.conn, &info) == 0)
         CHECK(strcmp(info.alpn, "http/1.1") == 0);
-    if (f.nsrv == 1 && f.srv[0].conn && sk_conn_tls_info(f.srv[0].conn, &info) == 0)
+    if (f.nsrv == 1 && f.srv[0].conn && sk_tls_describe(f.srv[0].conn, &info) == 0)
         CHECK(strcmp(info.alpn, "http/1.1") == 0);
     tconn_finish(f.loop, &cl);
 
@@ -696,7 +696,7 @@ TEST(tls_alpn_agreement_and_mismatch)
     /* a client that offers nothing still connects, with no protocol agreed */
     REQUIRE(fix_client(&f, &cl, plain, "localhost", SK_FRAME_LINE));
     CHECK(run_until(f.loop, &cl.connected, WAIT_MS));
-    if (cl.conn && sk_conn_tls_info(cl.conn, &info) == 0)
+    if (cl.conn && sk_tls_describe(cl.conn, &info) == 0)
         CHECK(info.alpn[0] == '\0');
     tconn_finish(f.loop, &cl);
     fix_close(&f);
@@ -750,7 +750,7 @@ TEST(tls_handshake_timeout_client_side)
     tconn cl;
     tconn_init(&cl);
     REQUIRE(sk_conn_connect(loop, &a, WAIT_MS, &tconn_cbs, &cl, &cl.conn) == 0);
-    CHECK(sk_conn_start_tls(cl.conn, cctx, "localhost", 250) == 0);
+    CHECK(sk_tls_start(cl.conn, cctx, "localhost", 250) == 0);
     uint64_t t0 = util_now_ms();
     CHECK(run_until(loop, &cl.closed, 3000));
     uint64_t took = util_now_ms() - t0;
@@ -813,7 +813,7 @@ TEST(tls_client_to_plaintext_server_fails)
     last_close_done = false;
     sk_conn *c;
     REQUIRE(sk_conn_connect(loop, &a, WAIT_MS, &error_cbs, NULL, &c) == 0);
-    CHECK(sk_conn_start_tls(c, cctx, "localhost", WAIT_MS) == 0);
+    CHECK(sk_tls_start(c, cctx, "localhost", WAIT_MS) == 0);
     int sfd = -1;
     uint64_t deadline = util_now_ms() + WAIT_MS;
     while (sfd < 0 && util_now_ms() < deadline) {
@@ -880,7 +880,7 @@ TEST(tls_close_notify_versus_truncation)
     REQUIRE(cl.conn && f.nsrv == 3);
     CHECK(run_until(f.loop, &f.srv[2].connected, WAIT_MS));
     CHECK(sk_conn_write(cl.conn, "two\n", 4) == 0);
-    CHECK(sk_conn_queued(cl.conn) == 0); /* went straight to the kernel */
+    CHECK(sk_conn_queued_bytes(cl.conn) == 0); /* went straight to the kernel */
     CHECK(shutdown(sk_conn_fd(cl.conn), SHUT_RDWR) == 0);
     CHECK(run_until(f.loop, &f.srv[2].closed, 3000));
     CHECK(f.srv[2].nframes == 1 && tconn_frame_is_str(&f.srv[2], 0, "two"));
@@ -1022,8 +1022,8 @@ static void flow_fill(flow *w)
             return;
         }
         w->sent += n;
-        if (sk_conn_queued(w->conn) > w->max_queued)
-            w->max_queued = sk_conn_queued(w->conn);
+        if (sk_conn_queued_bytes(w->conn) > w->max_queued)
+            w->max_queued = sk_conn_queued_bytes(w->conn);
     }
     if (w->conn && w->sent == w->to_send && w->to_send) {
         w->to_send = 0; /* once */
@@ -1047,8 +1047,8 @@ static void flow_frame(sk_conn *c, const void *data, size_t len)
     if (w->echo) {
         if (sk_conn_write(c, data, len) != 0)
             w->write_errors++;
-        if (sk_conn_queued(c) > w->max_queued)
-            w->max_queued = sk_conn_queued(c);
+        if (sk_conn_queued_bytes(c) > w->max_queued)
+            w->max_queued = sk_conn_queued_bytes(c);
         if (!sk_conn_writable(c))
             sk_conn_pause_reading(c);
         w->received += len;
@@ -1095,7 +1095,7 @@ static void flow_accept(sk_listener *l, sk_conn *c)
     server_flow.conn = c;
     sk_conn_set_data(c, &server_flow);
     sk_conn_set_callbacks(c, &flow_cbs);
-    CHECK(sk_conn_start_tls(c, f->sctx, NULL, WAIT_MS) == 0);
+    CHECK(sk_tls_start(c, f->sctx, NULL, WAIT_MS) == 0);
 }
 
 static void flow_init(flow *w)
@@ -1143,7 +1143,7 @@ TEST(tls_8mib_to_a_slow_reader)
     flow cl;
     flow_init(&cl);
     REQUIRE(sk_conn_connect(f.loop, &f.addr, WAIT_MS, &flow_cbs, &cl, &cl.conn) == 0);
-    REQUIRE(sk_conn_start_tls(cl.conn, cctx, "localhost", WAIT_MS) == 0);
+    REQUIRE(sk_tls_start(cl.conn, cctx, "localhost", WAIT_MS) == 0);
     CHECK(run_until(f.loop, &cl.connected, WAIT_MS));
     if (cl.conn)
         sk_conn_pause_reading(cl.conn);
@@ -1186,7 +1186,7 @@ TEST(tls_8mib_through_a_pausing_echo)
     cl.to_send = 8u << 20;
     cl.shutdown_when_sent = true;
     REQUIRE(sk_conn_connect(f.loop, &f.addr, WAIT_MS, &flow_cbs, &cl, &cl.conn) == 0);
-    REQUIRE(sk_conn_start_tls(cl.conn, cctx, "localhost", WAIT_MS) == 0);
+    REQUIRE(sk_tls_start(cl.conn, cctx, "localhost", WAIT_MS) == 0);
     CHECK(run_until(f.loop, &cl.connected, WAIT_MS));
     if (cl.conn)
         sk_conn_pause_reading(cl.conn); /* a slow reader: the echo's queue fills */
@@ -1234,7 +1234,7 @@ TEST(tls_paused_conn_does_not_deliver_while_flushing)
         fill_pattern(buf, 65536, sent);
         CHECK(sk_conn_write(s->conn, buf, 65536) == 0);
     }
-    CHECK(s->conn && sk_conn_queued(s->conn) > 0);
+    CHECK(s->conn && sk_conn_queued_bytes(s->conn) > 0);
     /* the client sends; the paused server must not deliver it */
     for (int i = 0; i < 8 && cl.conn; i++)
         CHECK(sk_conn_write(cl.conn, buf, 10000) == 0);
