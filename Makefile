@@ -3,6 +3,7 @@
 #   make test       every test suite (unit, library dependencies, examples, install, version,
 #                   the docs' C blocks, the command's static state, end-to-end)
 #   make check      the same suites again under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make valgrind   the unit and end-to-end tests under Valgrind (memcheck)
 #   make demo       start a server, talk to it, stop it
 #   make install    PREFIX=/usr/local DESTDIR= : headers, both libraries, sockit.pc, the command
 # The version lives in one place, the public header (SOCKIT_VERSION, which sk_version() and
@@ -48,7 +49,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 EXAMPLES := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all test check unit e2e demo install uninstall clean fuzz examples fuzz-smoke bench
+.PHONY: all test check valgrind unit e2e demo install uninstall clean fuzz examples fuzz-smoke bench
 all: $(BUILD)/libsockit.a $(BUILD)/libsockit.so $(BUILD)/sockit examples
 
 $(BUILD)/src/lib/%.o $(BUILD)/tests/unit/%.o: CPPFLAGS += -Isrc/lib
@@ -90,6 +91,13 @@ test: all $(BUILD)/unit_tests
 
 check:
 	$(MAKE) BUILD=build/san SAN=1 test
+
+# The suites under Valgrind's memcheck: the unit tests, then the end-to-end tests with every
+# sockit they start under it (SOCKIT_VALGRIND=1). A memory error or a definite leak fails.
+VALGRIND := valgrind -q --error-exitcode=97 --leak-check=full --errors-for-leak-kinds=definite
+valgrind: all $(BUILD)/unit_tests
+	SOCKIT_VALGRIND=1 $(VALGRIND) $(BUILD)/unit_tests
+	SOCKIT_VALGRIND=1 BUILD=$(BUILD) python3 tests/e2e/run.py
 
 demo: all
 	BUILD=$(BUILD) tests/demo

@@ -19,7 +19,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &(int){1}, sizeof(int));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(argc > 1 ? atoi(argv[1]) : 0)};
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(argc > 1 ? atoi(argv[1]) : 0)};
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     socklen_t salen = sizeof sa;
     if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 4096) < 0) {

@@ -39,8 +39,8 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
         bufferevent_free(bev);
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                      int len, void *arg)
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg)
 {
     struct event_base *base = evconnlistener_get_base(l);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
@@ -58,11 +58,12 @@ int main(int argc, char **argv)
     setrlimit(RLIMIT_NOFILE, &rl);
     signal(SIGPIPE, SIG_IGN); /* bufferevents write with writev(), which raises SIGPIPE */
     struct event_base *base = event_base_new();
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(argc > 1 ? atoi(argv[1]) : 0)};
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(argc > 1 ? atoi(argv[1]) : 0)};
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    struct evconnlistener *l = evconnlistener_new_bind(
-        base, on_accept, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 4096,
-        (struct sockaddr *)&sa, sizeof sa);
+    struct evconnlistener *l =
+        evconnlistener_new_bind(base, on_accept, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
+                                4096, (struct sockaddr *)&sa, sizeof sa);
     if (!l) {
         perror("event_echo: bind/listen");
         return 1;

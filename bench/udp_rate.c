@@ -183,7 +183,8 @@ int main(int argc, char **argv)
     unsigned batches[2] = {SK_DGRAM_BATCH_DEFAULT, 1};
     result best[2] = {{0}};
     printf("UDP echo through sk_dgram on 127.0.0.1: %d peers x %d in flight, %d-byte datagrams,"
-           " %.1f s x %d rounds\n", PEERS, WINDOW, SIZE, secs, rounds);
+           " %.1f s x %d rounds\n",
+           PEERS, WINDOW, SIZE, secs, rounds);
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < 2; i++) {
             result x = measure(batches[i], secs);
@@ -197,7 +198,8 @@ int main(int argc, char **argv)
                 best[i] = x;
         }
     printf("best: with batching (batch %u) %.0f datagrams/s, without (batch 1) %.0f "
-           "datagrams/s: %.2fx\n", batches[0], best[0].rate, best[1].rate,
+           "datagrams/s: %.2fx\n",
+           batches[0], best[0].rate, best[1].rate,
            best[1].rate > 0 ? best[0].rate / best[1].rate : 0.0);
     return 0;
 }

@@ -45,10 +45,10 @@ int main(int argc, char **argv)
         return 1;
     }
     int fd = -1, err = 0;
-    for (ai = res; ai && fd < 0; ai = ai->ai_next) {  /* every address the name has, in order */
+    for (ai = res; ai && fd < 0; ai = ai->ai_next) { /* every address the name has, in order */
         fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
         if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-            err = errno;  /* (an EINTR here would need poll(); we install no signal handler) */
+            err = errno; /* (an EINTR here would need poll(); we install no signal handler) */
             close(fd);
             fd = -1;
         } else if (fd < 0) {
@@ -64,7 +64,7 @@ int main(int argc, char **argv)
 
     char buf[1024];
     ssize_t n;
-    while ((n = recv(fd, buf, sizeof buf, 0)) != 0) {  /* 0: the server closed (EOF) */
+    while ((n = recv(fd, buf, sizeof buf, 0)) != 0) { /* 0: the server closed (EOF) */
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {

@@ -8,7 +8,7 @@
 #include <sockit/sockit.h>
 
 static sk_addr addrs[8];
-static int naddrs, next, cur;  /* addresses resolved, the next to try, the one being tried */
+static int naddrs, next, cur; /* addresses resolved, the next to try, the one being tried */
 static int connected;
 static int status = 1;
 
@@ -21,7 +21,7 @@ static void on_frame(sk_conn *c, const void *data, size_t len)
 static void on_connect(sk_conn *c)
 {
     (void)c;
-    connected = 1;  /* no other address is needed */
+    connected = 1; /* no other address is needed */
 }
 
 static int try_next(sk_loop *loop);
@@ -37,7 +37,7 @@ static void on_close(sk_conn *c, int reason)
                 connected ? "connection to" : "cannot connect to", name, sk_strerror(reason));
     }
     if (reason == 0 || connected || try_next(sk_conn_loop(c)) < 0)
-        sk_loop_stop(sk_conn_loop(c));  /* done, or no address left to try */
+        sk_loop_stop(sk_conn_loop(c)); /* done, or no address left to try */
 }
 
 static const sk_conn_callbacks callbacks = {
@@ -46,7 +46,7 @@ static const sk_conn_callbacks callbacks = {
 static int try_next(sk_loop *loop)
 {
     sk_conn *c;
-    while (next < naddrs) {  /* every address the name has, in order */
+    while (next < naddrs) { /* every address the name has, in order */
         cur = next++;
         int rc = sk_conn_connect(loop, &addrs[cur], 10000, &callbacks, NULL, &c);
         if (rc == 0)
@@ -77,7 +77,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: seed_client_sockit [HOST PORT] (or give both on standard input)\n");
         return 2;
     }
-    const char *v6 = strchr(host, ':') ? "[" : "";  /* an IPv6 host needs brackets */
+    const char *v6 = strchr(host, ':') ? "[" : ""; /* an IPv6 host needs brackets */
     snprintf(text, sizeof text, "%s%s%s:%s", v6, host, *v6 ? "]" : "", port);
 
     sk_addrspec spec;

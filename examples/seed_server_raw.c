@@ -23,7 +23,7 @@ _Noreturn static void die(const char *what)
 static int send_all(int fd, const char *p, size_t len)
 {
     while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);  /* a gone client: EPIPE, not SIGPIPE */
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL); /* a gone client: EPIPE, not SIGPIPE */
         if (n < 0 && errno != EINTR)
             return -1;
         if (n > 0) {
@@ -38,7 +38,7 @@ static int send_all(int fd, const char *p, size_t len)
  * send a reset instead, and the reset can destroy the greeting before the client reads it. */
 static void greet(int fd)
 {
-    struct timeval limit = {.tv_sec = 2};  /* do not wait forever for a silent client */
+    struct timeval limit = {.tv_sec = 2}; /* do not wait forever for a silent client */
     char sink[512];
     ssize_t n;
     if (send_all(fd, greeting, sizeof greeting - 1) < 0)
@@ -58,7 +58,7 @@ int main(int argc, char **argv)
 {
     const char *port = argc > 1 ? argv[1] : "12345";
     const char *host = argc > 2 ? argv[2] : "127.0.0.1";
-    long count = argc > 3 ? atol(argv[3]) : 0;  /* clients to serve; 0: forever */
+    long count = argc > 3 ? atol(argv[3]) : 0; /* clients to serve; 0: forever */
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     size_t digits = strspn(port, "0123456789");
@@ -72,19 +72,19 @@ int main(int argc, char **argv)
                 gai_strerror(rc));
         return 1;
     }
-    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);  /* 1. socket */
+    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol); /* 1. socket */
     if (fd < 0)
         die("socket");
-    int one = 1;  /* rebind at once after a restart, despite old connections in TIME_WAIT */
+    int one = 1; /* rebind at once after a restart, despite old connections in TIME_WAIT */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
         die("setsockopt SO_REUSEADDR");
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0)                     /* 2. bind */
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) /* 2. bind */
         die("bind");
     freeaddrinfo(ai);
-    if (listen(fd, SOMAXCONN) < 0)                                     /* 3. listen */
+    if (listen(fd, SOMAXCONN) < 0) /* 3. listen */
         die("listen");
 
-    struct sockaddr_storage ss;  /* the address really bound: the OS picks the port for 0 */
+    struct sockaddr_storage ss; /* the address really bound: the OS picks the port for 0 */
     socklen_t len = sizeof ss;
     char h[NI_MAXHOST], s[NI_MAXSERV];
     if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
@@ -99,15 +99,15 @@ int main(int argc, char **argv)
     fprintf(stderr, "listening on %s%s%s:%s\n", v6 ? "[" : "", h, v6 ? "]" : "", s);
 
     for (long served = 0; count <= 0 || served < count;) {
-        int c = accept(fd, NULL, NULL);                                /* 4. accept */
+        int c = accept(fd, NULL, NULL); /* 4. accept */
         if (c < 0 && (errno == EINTR || errno == ECONNABORTED))
-            continue;  /* a signal, or a client that left before we took it */
+            continue; /* a signal, or a client that left before we took it */
         if (c < 0)
             die("accept");
-        greet(c);                                                      /* 5. send, 6. close */
+        greet(c); /* 5. send, 6. close */
         served++;
     }
-    if (close(fd) < 0)                                                 /* 7. close */
+    if (close(fd) < 0) /* 7. close */
         die("close");
     return 0;
 }

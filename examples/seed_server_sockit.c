@@ -13,9 +13,9 @@
 static const char greeting[] = "Hi from server\n";
 static sk_loop *loop;
 static sk_listener *listener;
-static long remaining;       /* clients still to serve; 0: forever */
-static int active;           /* conns accepted and not yet closed */
-static int done;             /* no more clients: stop when active falls to 0 */
+static long remaining; /* clients still to serve; 0: forever */
+static int active;     /* conns accepted and not yet closed */
+static int done;       /* no more clients: stop when active falls to 0 */
 
 static void stop_when_idle(void)
 {
@@ -46,7 +46,7 @@ static void on_accept(sk_listener *l, sk_conn *c)
     int rc = sk_conn_write(c, greeting, sizeof greeting - 1);
     if (rc < 0)
         fprintf(stderr, "seed_server_sockit: write: %s\n", sk_strerror(rc));
-    sk_conn_close(c);  /* on_close follows once the goodbye is complete */
+    sk_conn_close(c); /* on_close follows once the goodbye is complete */
     if (remaining > 0 && --remaining == 0) {
         done = 1;
         sk_listener_pause(l);
@@ -73,7 +73,7 @@ int main(int argc, char **argv)
     const char *host = argc > 2 ? argv[2] : "127.0.0.1";
     remaining = argc > 3 ? atol(argv[3]) : 0;
     char text[300], err[256], name[SK_ADDR_STRLEN];
-    const char *v6 = strchr(host, ':') ? "[" : "";  /* an IPv6 host needs brackets */
+    const char *v6 = strchr(host, ':') ? "[" : ""; /* an IPv6 host needs brackets */
     snprintf(text, sizeof text, "%s%s%s:%s", v6, host, *v6 ? "]" : "", port);
     sk_addrspec spec;
     if (sk_addr_parse(text, -1, &spec, err, sizeof err) < 0) {
@@ -95,7 +95,7 @@ int main(int argc, char **argv)
         sk_loop_free(loop);
         return 1;
     }
-    sk_addr bound;  /* the address really bound: the OS picks the port for 0 */
+    sk_addr bound; /* the address really bound: the OS picks the port for 0 */
     if ((rc = sk_listener_addr(listener, &bound)) < 0)
         fail("sk_listener_addr", rc);
     else if (sk_addr_format(&bound, name, sizeof name) >= 0)

@@ -38,10 +38,10 @@ typedef enum sk_scheme {
 /* A parsed, not yet resolved address. */
 typedef struct sk_addrspec {
     sk_scheme scheme;
-    bool is_unix;       /* path holds the socket path; host and port are unused */
-    char host[256];     /* without brackets; "" means every interface */
-    uint16_t port;      /* 0 asks the OS for a free port when listening */
-    char path[108];     /* Unix socket path; a leading '@' means the abstract namespace */
+    bool is_unix;   /* path holds the socket path; host and port are unused */
+    char host[256]; /* without brackets; "" means every interface */
+    uint16_t port;  /* 0 asks the OS for a free port when listening */
+    char path[108]; /* Unix socket path; a leading '@' means the abstract namespace */
 } sk_addrspec;
 
 /* A concrete socket address: IPv4, IPv6 or Unix. */
@@ -64,9 +64,9 @@ enum {
 
 /* Resolve spec into at most max addresses. A name gives its IPv4 addresses first (so a server
  * on "localhost" binds 127.0.0.1, where IPv4-only clients such as Python's default socket look),
- * then IPv6. A wildcard passive spec yields [::] first (dual-stack) then 0.0.0.0. Returns the count (>= 1)
- * or a negative code (SK_ERR_NONAME, SK_ERR_NODATA, SK_ERR_DNSFAIL, SK_ERR_NOIFACE for a zone
- * that is no interface here, -EINVAL, -ENAMETOOLONG). */
+ * then IPv6. A wildcard passive spec yields [::] first (dual-stack) then 0.0.0.0. Returns the count
+ * (>= 1) or a negative code (SK_ERR_NONAME, SK_ERR_NODATA, SK_ERR_DNSFAIL, SK_ERR_NOIFACE for a
+ * zone that is no interface here, -EINVAL, -ENAMETOOLONG). */
 int sk_addr_resolve(const sk_addrspec *spec, int flags, sk_addr *out, size_t max);
 
 /* Build an address from a numeric IP text and port, or a Unix path. 0, -EINVAL, or

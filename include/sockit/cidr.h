@@ -18,9 +18,9 @@ extern "C" {
 #endif
 
 typedef struct sk_cidr {
-    int family;        /* AF_INET or AF_INET6 */
-    uint8_t addr[16];  /* network address (4 bytes used for AF_INET); host bits are zero */
-    uint8_t prefix;    /* 0-32 (AF_INET) or 0-128 (AF_INET6) */
+    int family;       /* AF_INET or AF_INET6 */
+    uint8_t addr[16]; /* network address (4 bytes used for AF_INET); host bits are zero */
+    uint8_t prefix;   /* 0-32 (AF_INET) or 0-128 (AF_INET6) */
 } sk_cidr;
 
 /* Parse "ADDR/PREFIX" or a bare "ADDR" (one host: /32 or /128). Bits past the prefix are

@@ -16,11 +16,11 @@ enum {
     SK_ERR_NODATA = -5002,  /* host known, but has no address of the asked family */
     SK_ERR_DNSFAIL = -5003, /* name server failed or could not be reached (try again) */
     /* -5004 was SK_ERR_FRAME, which nothing returned; the number stays unused. */
-    SK_ERR_TLS = -5005,     /* the TLS handshake or a TLS record failed (see sk_tls_describe) */
-    SK_ERR_TLS_VERIFY = -5006,    /* the peer's certificate was refused */
+    SK_ERR_TLS = -5005,        /* the TLS handshake or a TLS record failed (see sk_tls_describe) */
+    SK_ERR_TLS_VERIFY = -5006, /* the peer's certificate was refused */
     SK_ERR_TLS_TRUNCATED = -5007, /* the peer ended the TCP stream without TLS close_notify */
-    SK_ERR_NOIFACE = -5008, /* an IPv6 zone (the part after '%') names no interface here */
-    SK_ERR_BACKEND = -5009, /* SOCKIT_BACKEND names no event-loop backend of this build */
+    SK_ERR_NOIFACE = -5008,       /* an IPv6 zone (the part after '%') names no interface here */
+    SK_ERR_BACKEND = -5009,       /* SOCKIT_BACKEND names no event-loop backend of this build */
 };
 
 /* Text for a code from any sockit function ("connection refused"). Never NULL, thread-safe. */

@@ -51,10 +51,10 @@ typedef enum sk_event_kind {
 
 /* Why a connection was refused before the user saw it (SK_EV_REFUSED, counters). */
 typedef enum sk_refuse_cause {
-    SK_REFUSE_MAX_CONNS,  /* sk_listen_options.max_conns live already */
-    SK_REFUSE_PER_IP,     /* max_per_ip live from that address already */
-    SK_REFUSE_DENIED,     /* the deny list, or not on the allow list */
-    SK_REFUSE_NO_MEMORY,  /* the conn could not be made */
+    SK_REFUSE_MAX_CONNS, /* sk_listen_options.max_conns live already */
+    SK_REFUSE_PER_IP,    /* max_per_ip live from that address already */
+    SK_REFUSE_DENIED,    /* the deny list, or not on the allow list */
+    SK_REFUSE_NO_MEMORY, /* the conn could not be made */
     SK_REFUSE__COUNT
 } sk_refuse_cause;
 
@@ -104,11 +104,11 @@ enum {
 void sk_loop_set_events(sk_loop *loop, unsigned flags, sk_event_cb cb, void *arg);
 
 typedef struct sk_counters {
-    uint64_t accepted;   /* conns accepted and admitted */
-    uint64_t connects;   /* outgoing conns started (sk_conn_connect) */
-    uint64_t connected;  /* ... of which came up */
-    uint64_t closed;     /* conns ended, either kind */
-    uint64_t active;     /* accepted + connects - closed */
+    uint64_t accepted;  /* conns accepted and admitted */
+    uint64_t connects;  /* outgoing conns started (sk_conn_connect) */
+    uint64_t connected; /* ... of which came up */
+    uint64_t closed;    /* conns ended, either kind */
+    uint64_t active;    /* accepted + connects - closed */
     uint64_t refused[SK_REFUSE__COUNT];
     uint64_t closed_by[SK_CLOSE__COUNT];
     uint64_t bytes_in, bytes_out; /* through conns (after TLS: what the user reads and writes) */

@@ -30,18 +30,18 @@ extern "C" {
 typedef struct sk_listener sk_listener;
 
 typedef struct sk_listen_options {
-    int backlog;             /* 0: SOMAXCONN */
-    bool reuseport;          /* SO_REUSEPORT, for one listener per worker thread */
-    bool v6only;             /* on [::]: IPv6 only (default: dual-stack where the OS allows) */
-    uint32_t retry_ms;       /* pause after EMFILE and friends; 0: 100 ms */
-    uint32_t unix_mode;      /* chmod for a Unix socket path; 0: leave the umask's result */
+    int backlog;        /* 0: SOMAXCONN */
+    bool reuseport;     /* SO_REUSEPORT, for one listener per worker thread */
+    bool v6only;        /* on [::]: IPv6 only (default: dual-stack where the OS allows) */
+    uint32_t retry_ms;  /* pause after EMFILE and friends; 0: 100 ms */
+    uint32_t unix_mode; /* chmod for a Unix socket path; 0: leave the umask's result */
     /* Admission control. A conn counts as live from accept until its fd is closed, even after
      * sk_listener_close(). */
-    uint32_t max_conns;      /* live conns from this listener; 0: no limit */
-    uint32_t max_per_ip;     /* live conns per client IP address; 0: no limit (IP peers only) */
-    const sk_cidr *allow;    /* if allow_count > 0, only these ranges (IP peers only) */
+    uint32_t max_conns;   /* live conns from this listener; 0: no limit */
+    uint32_t max_per_ip;  /* live conns per client IP address; 0: no limit (IP peers only) */
+    const sk_cidr *allow; /* if allow_count > 0, only these ranges (IP peers only) */
     size_t allow_count;
-    const sk_cidr *deny;     /* never these ranges; deny wins over allow */
+    const sk_cidr *deny; /* never these ranges; deny wins over allow */
     size_t deny_count;
     /* Sent before closing a connection refused by max_conns / max_per_ip (e.g. "server full\n");
      * NULL: just close. Denied peers are closed without a word. Copied by sk_listener_open. */

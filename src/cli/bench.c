@@ -130,8 +130,8 @@ static void check_options(const bench_config *cfg, const bench_args *a, bool dep
 
 static void parse_args(int argc, char **argv, bench_config *cfg, bench_args *a)
 {
-    *cfg = (bench_config){.mode = BENCH_ECHO, .depth = 1, .threads = 1, .bulk_dir = BULK_SEND,
-                          .timeout_ms = 5000};
+    *cfg = (bench_config){
+        .mode = BENCH_ECHO, .depth = 1, .threads = 1, .bulk_dir = BULK_SEND, .timeout_ms = 5000};
     *a = (bench_args){.duration_ms = 5000, .warmup_ms = 1000};
     bool depth_set = false;
     opterr = 0;
@@ -170,10 +170,11 @@ static void parse_args(int argc, char **argv, bench_config *cfg, bench_args *a)
         case 'j': a->json = true; break;
         case 'q': a->quiet = true; break;
         case 'h': fputs(bench_usage, stdout); exit(EXIT_OK);
-        case ':': die(EXIT_USAGE, "option '%s' needs a value (see 'sockit bench --help')",
-                      argv[optind - 1]);
-        default: die(EXIT_USAGE, "unknown option '%s' (see 'sockit bench --help')",
-                     argv[optind - 1]);
+        case ':':
+            die(EXIT_USAGE, "option '%s' needs a value (see 'sockit bench --help')",
+                argv[optind - 1]);
+        default:
+            die(EXIT_USAGE, "unknown option '%s' (see 'sockit bench --help')", argv[optind - 1]);
         }
     }
     if (optind >= argc)
@@ -181,8 +182,10 @@ static void parse_args(int argc, char **argv, bench_config *cfg, bench_args *a)
                         "--help')");
     a->address = argv[optind++];
     if (optind < argc)
-        die(EXIT_USAGE, "unexpected argument '%s': bench takes one ADDRESS (see 'sockit bench "
-                        "--help')", argv[optind]);
+        die(EXIT_USAGE,
+            "unexpected argument '%s': bench takes one ADDRESS (see 'sockit bench "
+            "--help')",
+            argv[optind]);
     if (!a->conns_set)
         cfg->conns = cfg->mode == BENCH_BULK ? 1 : cfg->mode == BENCH_IDLE ? 1000 : 10;
     if (!a->size_set)
@@ -199,14 +202,18 @@ static void resolve(bench_config *cfg, const char *text, const tls_cli *tls)
     if (sk_addr_parse(text, -1, &spec, err, sizeof err) < 0)
         die(EXIT_USAGE, "bad address '%s': %s", text, err);
     if (spec.scheme == SK_SCHEME_UDP)
-        die(EXIT_USAGE, "'%s': udp:// is not supported by bench yet (use tcp://, tls:// or "
-                        "unix:)", text);
+        die(EXIT_USAGE,
+            "'%s': udp:// is not supported by bench yet (use tcp://, tls:// or "
+            "unix:)",
+            text);
     if (spec.scheme == SK_SCHEME_TLS) {
         tls_cli_client_ctx(tls, &cfg->tls);
         snprintf(cfg->tls_name, sizeof cfg->tls_name, "%s", spec.host[0] ? spec.host : "localhost");
     } else if (tls->ca || tls->pin || tls->insecure) {
-        die(EXIT_USAGE, "--ca, --pin and --insecure need a tls:// address (sockit bench "
-                        "tls://%s ...)", text);
+        die(EXIT_USAGE,
+            "--ca, --pin and --insecure need a tls:// address (sockit bench "
+            "tls://%s ...)",
+            text);
     }
     if (!spec.is_unix && spec.host[0] == '\0')
         snprintf(spec.host, sizeof spec.host, "localhost");
@@ -288,13 +295,13 @@ static bool wait_signal(uint64_t ms)
 
 typedef struct run {
     bench_config cfg;
-    _Atomic int phase;    /* PHASE_*: the workers read it */
-    uint8_t *pattern;     /* echo and bulk: what every connection sends */
+    _Atomic int phase; /* PHASE_*: the workers read it */
+    uint8_t *pattern;  /* echo and bulk: what every connection sends */
     bench_args args;
     bench_worker *workers;
     uint64_t t_start, t_measure, t_end;
     bool interrupted, progress;
-    totals last;          /* at the previous progress line */
+    totals last; /* at the previous progress line */
     uint64_t last_ns;
     uint64_t idle_open_ns; /* idle: how long opening took */
     proc_sample srv0, srv1;
@@ -319,8 +326,8 @@ static void progress_line(run *r)
         break;
     case BENCH_BULK:
         snprintf(what, sizeof what, "%.2f Gbit/s",
-                 (double)(t.bytes_tx + t.bytes_rx - r->last.bytes_tx - r->last.bytes_rx) * 8 /
-                     dt / 1e9);
+                 (double)(t.bytes_tx + t.bytes_rx - r->last.bytes_tx - r->last.bytes_rx) * 8 / dt /
+                     1e9);
         break;
     case BENCH_IDLE:
         snprintf(what, sizeof what, "%llu of %u open", (unsigned long long)t.open, r->cfg.conns);
@@ -446,7 +453,7 @@ typedef struct result {
     totals t;
     bench_hist hist;
     double secs, client_cpu_s;
-    double per_s;     /* messages (echo) or connections (connect) per second */
+    double per_s; /* messages (echo) or connections (connect) per second */
     double tx_gbps, rx_gbps;
     bool server;
     double server_cpu_s, server_cpu_us_per; /* per message or connection */
@@ -510,8 +517,8 @@ static void print_json(const run *r, const result *res)
     const bench_hist *h = &res->hist;
     printf("{\"mode\":\"%s\",\"address\":", mode_names[cfg->mode]);
     print_json_string(cfg->name);
-    printf(",\"connections\":%u,\"depth\":%u,\"size\":%zu,\"threads\":%u,\"rate\":%llu",
-           cfg->conns, cfg->mode == BENCH_ECHO ? cfg->depth : 0,
+    printf(",\"connections\":%u,\"depth\":%u,\"size\":%zu,\"threads\":%u,\"rate\":%llu", cfg->conns,
+           cfg->mode == BENCH_ECHO ? cfg->depth : 0,
            cfg->mode == BENCH_ECHO || cfg->mode == BENCH_BULK ? cfg->size : 0, cfg->threads,
            (unsigned long long)cfg->rate);
     if (cfg->mode == BENCH_BULK)
@@ -522,17 +529,16 @@ static void print_json(const run *r, const result *res)
            res->secs, r->interrupted ? "true" : "false");
     printf(",\"messages\":%llu,\"per_second\":%.1f", (unsigned long long)res->t.messages,
            res->per_s);
-    printf(",\"bytes_sent\":%llu,\"bytes_received\":%llu",
-           (unsigned long long)res->t.bytes_tx, (unsigned long long)res->t.bytes_rx);
-    printf(",\"sent_gbit_per_s\":%.4f,\"received_gbit_per_s\":%.4f", res->tx_gbps,
-           res->rx_gbps);
+    printf(",\"bytes_sent\":%llu,\"bytes_received\":%llu", (unsigned long long)res->t.bytes_tx,
+           (unsigned long long)res->t.bytes_rx);
+    printf(",\"sent_gbit_per_s\":%.4f,\"received_gbit_per_s\":%.4f", res->tx_gbps, res->rx_gbps);
     printf(",\"latency_us\":{\"count\":%llu,\"min\":%llu,\"mean\":%.1f,\"p50\":%llu,"
            "\"p90\":%llu,\"p99\":%llu,\"p99_9\":%llu,\"max\":%llu}",
            (unsigned long long)h->count, (unsigned long long)(h->count ? h->min : 0),
            h->count ? (double)h->sum / (double)h->count : 0.0,
            (unsigned long long)hist_percentile(h, 50), (unsigned long long)hist_percentile(h, 90),
-           (unsigned long long)hist_percentile(h, 99),
-           (unsigned long long)hist_percentile(h, 99.9), (unsigned long long)h->max);
+           (unsigned long long)hist_percentile(h, 99), (unsigned long long)hist_percentile(h, 99.9),
+           (unsigned long long)h->max);
     printf(",\"errors\":%llu,\"mismatches\":%llu,\"first_error\":",
            (unsigned long long)res->t.errors, (unsigned long long)res->t.mismatches);
     if (res->t.first_error)
@@ -574,8 +580,7 @@ static void print_table(const run *r, const result *res)
     switch (cfg->mode) {
     case BENCH_ECHO:
     case BENCH_CONNECT:
-        printf("  %-12s %llu  (%.0f/s)\n", unit, (unsigned long long)res->t.messages,
-               res->per_s);
+        printf("  %-12s %llu  (%.0f/s)\n", unit, (unsigned long long)res->t.messages, res->per_s);
         printf("  %-12s p50 %llu  p90 %llu  p99 %llu  p99.9 %llu  max %llu  (mean %.1f)\n",
                "latency, us", (unsigned long long)hist_percentile(h, 50),
                (unsigned long long)hist_percentile(h, 90),
@@ -587,8 +592,7 @@ static void print_table(const run *r, const result *res)
         printf("  %-12s %llu of %u, opened in %.2f s\n", "open", (unsigned long long)r->open_at_end,
                cfg->conns, (double)r->idle_open_ns / 1e9);
         break;
-    case BENCH_BULK:
-        break;
+    case BENCH_BULK: break;
     }
     if (cfg->mode != BENCH_IDLE)
         printf("  %-12s sent %.3f Gbit/s, received %.3f Gbit/s\n", "throughput", res->tx_gbps,
@@ -627,8 +631,8 @@ static int verdict(const run *r, const result *res)
         else if (err)
             msg("nothing measured on %s: %s", cfg->name, error_text(err));
         else
-            msg("nothing measured on %s in %.1f s (is it an %s server? try a longer -t)",
-                cfg->name, res->secs, cfg->mode == BENCH_CONNECT ? "greeting" : "echo");
+            msg("nothing measured on %s in %.1f s (is it an %s server? try a longer -t)", cfg->name,
+                res->secs, cfg->mode == BENCH_CONNECT ? "greeting" : "echo");
         return EXIT_RUNTIME;
     }
     if (res->t.mismatches) {

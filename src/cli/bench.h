@@ -50,15 +50,15 @@ enum { PHASE_WARMUP = 0, PHASE_MEASURE = 1, PHASE_DONE = 2 };
 
 /* Counters a worker alone writes and the main thread reads while it runs. */
 typedef struct bench_counters {
-    _Atomic uint64_t messages;    /* measured: echoed messages, completed connections */
+    _Atomic uint64_t messages;           /* measured: echoed messages, completed connections */
     _Atomic uint64_t bytes_tx, bytes_rx; /* measured */
-    _Atomic uint64_t errors;      /* connections refused, reset, closed early (any phase) */
-    _Atomic uint64_t mismatches;  /* echoed messages with a wrong byte (any phase) */
-    _Atomic uint64_t open;        /* connections open now */
-    _Atomic uint64_t opened;      /* connections that came up, in all */
-    _Atomic uint64_t attempts_done; /* idle: connects finished, either way */
-    _Atomic int first_error;      /* the first error seen, as a negative code */
-    _Atomic bool finished;        /* nothing more will happen (every connection is gone) */
+    _Atomic uint64_t errors;             /* connections refused, reset, closed early (any phase) */
+    _Atomic uint64_t mismatches;         /* echoed messages with a wrong byte (any phase) */
+    _Atomic uint64_t open;               /* connections open now */
+    _Atomic uint64_t opened;             /* connections that came up, in all */
+    _Atomic uint64_t attempts_done;      /* idle: connects finished, either way */
+    _Atomic int first_error;             /* the first error seen, as a negative code */
+    _Atomic bool finished;               /* nothing more will happen (every connection is gone) */
 } bench_counters;
 
 typedef struct bench_worker {
@@ -67,10 +67,10 @@ typedef struct bench_worker {
     const bench_config *cfg;
     const _Atomic int *phase; /* the run's PHASE_*, which the main thread moves on */
     const uint8_t *pattern;   /* echo and bulk: from bench_pattern_new(), shared, read-only */
-    uint32_t first, count;  /* its connections: numbers first .. first+count-1 */
+    uint32_t first, count;    /* its connections: numbers first .. first+count-1 */
     bench_counters ctr;
-    bench_hist hist;        /* measured latencies; read by the main thread after join */
-    void *priv;             /* bench_work.c's own state */
+    bench_hist hist; /* measured latencies; read by the main thread after join */
+    void *priv;      /* bench_work.c's own state */
 } bench_worker;
 
 /* The worker thread's body: runs the worker's loop until bench_worker_stop(). */
@@ -100,8 +100,8 @@ static inline uint64_t ctr_get(_Atomic uint64_t *a)
 /* ---- a server process, read from /proc ---- */
 typedef struct proc_sample {
     bool ok;
-    double cpu_s;      /* user + system of the process, its threads and its children */
-    uint64_t rss_kib;  /* the process's own resident set */
+    double cpu_s;     /* user + system of the process, its threads and its children */
+    uint64_t rss_kib; /* the process's own resident set */
 } proc_sample;
 void proc_sample_take(int pid, proc_sample *out);
 

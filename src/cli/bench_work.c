@@ -52,12 +52,12 @@ typedef struct wstate wstate;
 typedef struct bconn {
     sk_conn *c;
     wstate *ws;
-    uint32_t no;        /* the connection's number in the whole run */
-    uint32_t off;       /* where its stream starts in the pattern */
-    uint64_t tx, rx;    /* bytes of its stream sent and received */
-    uint64_t *sent_ns;  /* echo: send (or due) time of each message in flight, a ring of depth */
-    uint64_t due_ns;    /* --rate: when the next message is due */
-    uint64_t start_ns;  /* connect: when this connection was begun */
+    uint32_t no;       /* the connection's number in the whole run */
+    uint32_t off;      /* where its stream starts in the pattern */
+    uint64_t tx, rx;   /* bytes of its stream sent and received */
+    uint64_t *sent_ns; /* echo: send (or due) time of each message in flight, a ring of depth */
+    uint64_t due_ns;   /* --rate: when the next message is due */
+    uint64_t start_ns; /* connect: when this connection was begun */
     bool up, bad, got_eof, waiting;
 } bconn;
 
@@ -69,7 +69,7 @@ struct wstate {
     uint64_t interval_ns; /* --rate: between two messages of one connection */
     int tick_fd;          /* --rate: a timerfd, finer than the loop's millisecond timers */
     uint64_t armed_ns, last_tick_ns, tick_spacing_ns;
-    sk_timer *retry;      /* connect: restarts connections that failed, after RETRY_MS */
+    sk_timer *retry; /* connect: restarts connections that failed, after RETRY_MS */
     uint32_t next_open, pending;
     bool stopping;
 };
@@ -81,8 +81,7 @@ static bool measuring(const wstate *ws)
 
 static bool done(const wstate *ws)
 {
-    return ws->stopping ||
-           atomic_load_explicit(ws->w->phase, memory_order_relaxed) == PHASE_DONE;
+    return ws->stopping || atomic_load_explicit(ws->w->phase, memory_order_relaxed) == PHASE_DONE;
 }
 
 static void note_error(wstate *ws, int reason)
@@ -248,11 +247,8 @@ static void stream_connect(sk_conn *c)
         sk_conn_set_watermarks(c, 0, 0, cfg->size * 2);
         bulk_pump(b);
         break;
-    case BENCH_IDLE:
-        open_more(ws);
-        break;
-    case BENCH_CONNECT:
-        break;
+    case BENCH_IDLE: open_more(ws); break;
+    case BENCH_CONNECT: break;
     }
 }
 
@@ -382,8 +378,8 @@ static void start_connect(wstate *ws, bconn *b)
     b->waiting = false;
     b->rx = 0;
     b->start_ns = bench_now_ns();
-    int rc = sk_conn_connect(ws->w->loop, &ws->cfg->addr, ws->cfg->timeout_ms,
-                             &connect_callbacks, b, &b->c);
+    int rc = sk_conn_connect(ws->w->loop, &ws->cfg->addr, ws->cfg->timeout_ms, &connect_callbacks,
+                             b, &b->c);
     if (rc == 0 && ws->cfg->tls)
         start_tls(ws, b);
     if (rc < 0) {
@@ -497,9 +493,7 @@ static void worker_start(wstate *ws)
 {
     bench_worker *w = ws->w;
     switch (w->cfg->mode) {
-    case BENCH_IDLE:
-        open_more(ws);
-        break;
+    case BENCH_IDLE: open_more(ws); break;
     case BENCH_CONNECT:
         for (uint32_t i = 0; i < w->count; i++)
             start_connect(ws, &ws->conns[i]);

@@ -61,14 +61,17 @@ typedef struct tls_cli {
 } tls_cli;
 /* The protocol options serve and connect share: their getopt codes, table entries and help. */
 enum { OPT_TLS_CIPHERS = 0x200, OPT_TLS_SUITES, OPT_TLS_MIN };
+/* A list of table rows, which clang-format would indent as one expression. */
+// clang-format off
 #define TLS_CLI_PROTOCOL_OPTIONS                                                                   \
     {"ciphers", required_argument, NULL, OPT_TLS_CIPHERS},                                         \
-        {"ciphersuites", required_argument, NULL, OPT_TLS_SUITES},                                 \
-        {"tls-min", required_argument, NULL, OPT_TLS_MIN}
+    {"ciphersuites", required_argument, NULL, OPT_TLS_SUITES},                                     \
+    {"tls-min", required_argument, NULL, OPT_TLS_MIN}
+// clang-format on
 #define TLS_CLI_PROTOCOL_HELP                                                                      \
-    "      --tls-min VERSION    lowest protocol version: 1.2 (default) or 1.3\n"                  \
-    "      --ciphers LIST       TLS 1.2 ciphers, OpenSSL syntax (default: forward-secret\n"       \
-    "                           AEAD only: ECDHE+AESGCM:ECDHE+CHACHA20)\n"                        \
+    "      --tls-min VERSION    lowest protocol version: 1.2 (default) or 1.3\n"                   \
+    "      --ciphers LIST       TLS 1.2 ciphers, OpenSSL syntax (default: forward-secret\n"        \
+    "                           AEAD only: ECDHE+AESGCM:ECDHE+CHACHA20)\n"                         \
     "      --ciphersuites LIST  TLS 1.3 suites, colon-separated (default: OpenSSL's)\n"
 /* Takes one of OPT_TLS_*: true if ch was one of them. */
 bool tls_cli_protocol_option(tls_cli *t, int ch, const char *arg);

@@ -107,26 +107,19 @@ const char *hint_for(int err, bool is_unix, unsigned port)
     case -EADDRNOTAVAIL:
         return " (that address is not on this machine: use 127.0.0.1, ::1, or :PORT for "
                "every interface)";
-    case -ECONNREFUSED:
-        return " (is a server listening there?)";
+    case -ECONNREFUSED: return " (is a server listening there?)";
     case -ETIMEDOUT:
         return " (no answer: is the host up and the port open? raise --timeout to wait longer)";
     case -ENETUNREACH:
-    case -EHOSTUNREACH:
-        return " (no route to that address from this machine)";
+    case -EHOSTUNREACH: return " (no route to that address from this machine)";
     case SK_ERR_NONAME:
-    case SK_ERR_NODATA:
-        return " (check the spelling, or use an IP address)";
+    case SK_ERR_NODATA: return " (check the spelling, or use an IP address)";
     case SK_ERR_DNSFAIL:
         return " (the name server did not answer; try again, or use an IP address)";
-    case -ENOENT:
-        return is_unix ? " (no socket file there: is the server running?)"
-                                             : "";
+    case -ENOENT: return is_unix ? " (no socket file there: is the server running?)" : "";
     case -EMFILE:
-    case -ENFILE:
-        return " (out of file descriptors: raise 'ulimit -n')";
-    default:
-        return "";
+    case -ENFILE: return " (out of file descriptors: raise 'ulimit -n')";
+    default: return "";
     }
 }
 
@@ -139,9 +132,21 @@ uint64_t parse_count(const char *option, const char *text, uint64_t min, uint64_
     uint64_t scale = 1;
     if (end != text && *end && !end[1]) {
         switch (*end) {
-        case 'k': case 'K': scale = 1024; end++; break;
-        case 'm': case 'M': scale = 1024 * 1024; end++; break;
-        case 'g': case 'G': scale = 1024ull * 1024 * 1024; end++; break;
+        case 'k':
+        case 'K':
+            scale = 1024;
+            end++;
+            break;
+        case 'm':
+        case 'M':
+            scale = 1024 * 1024;
+            end++;
+            break;
+        case 'g':
+        case 'G':
+            scale = 1024ull * 1024 * 1024;
+            end++;
+            break;
         default: break;
         }
     }
@@ -204,10 +209,14 @@ static void refusal_text(const sk_event *ev, char *buf, size_t len)
                  (unsigned long long)ev->limit);
         break;
     case SK_REFUSE_PER_IP:
-        snprintf(buf, len, "too many connections from that address (%llu live, the limit per "
-                 "address)", (unsigned long long)ev->limit);
+        snprintf(buf, len,
+                 "too many connections from that address (%llu live, the limit per "
+                 "address)",
+                 (unsigned long long)ev->limit);
         break;
-    case SK_REFUSE_DENIED: snprintf(buf, len, "address not allowed by the allow / deny lists"); break;
+    case SK_REFUSE_DENIED:
+        snprintf(buf, len, "address not allowed by the allow / deny lists");
+        break;
     default: snprintf(buf, len, "out of memory"); break;
     }
 }
@@ -230,7 +239,8 @@ static void log_refused(const logger *lg, const sk_event *ev)
 static void log_paused(const logger *lg, const sk_event *ev)
 {
     char why[256];
-    snprintf(why, sizeof why, "%s; pausing new connections for %llu ms each time (raise the "
+    snprintf(why, sizeof why,
+             "%s; pausing new connections for %llu ms each time (raise the "
              "open-files limit, ulimit -n, or lower the load)",
              sk_strerror(ev->err), (unsigned long long)ev->limit);
     if (ev->count <= 1)

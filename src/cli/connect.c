@@ -39,9 +39,8 @@ static const char connect_usage[] =
     "      --cert FILE          client certificate (PEM), for servers that ask for one\n"
     "      --key FILE           its private key (default: the --cert file)\n"
     "      --sni NAME           the server name to send and verify (default: HOST)\n"
-    "      --alpn LIST          protocols to offer, comma-separated (h2,http/1.1)\n"
-    TLS_CLI_PROTOCOL_HELP
-    "  -v, --verbose            print each socket step\n"
+    "      --alpn LIST          protocols to offer, comma-separated "
+    "(h2,http/1.1)\n" TLS_CLI_PROTOCOL_HELP "  -v, --verbose            print each socket step\n"
     "  -q, --quiet              print only errors\n"
     "  -h, --help               this help\n"
     "\n"
@@ -230,8 +229,7 @@ static void on_close(sk_conn *c, int reason)
         sk_tls_describe(c, &info);
         msg("connection to %s failed: %s: %s", st->name, sk_strerror(reason),
             info.error[0] ? info.error : "no detail");
-    }
-    else if (reason < 0)
+    } else if (reason < 0)
         msg("connection to %s failed: %s", st->name, sk_strerror(reason));
     st->exit_status = reason < 0 ? EXIT_RUNTIME : EXIT_OK;
     sk_loop_stop(st->loop);
@@ -277,10 +275,12 @@ static void try_next(client_state *st)
     int err = st->last_error;
     if (err == SK_ERR_TLS_VERIFY && !strncmp(st->tls_error, "the certificate is for ", 23))
         msg("cannot connect to %s: %s (connect by one of those names, or verify one with "
-            "--sni NAME)", st->name, st->tls_error);
+            "--sni NAME)",
+            st->name, st->tls_error);
     else if (err == SK_ERR_TLS_VERIFY)
         msg("cannot connect to %s: %s (use --ca FILE to trust its issuer, or --pin with its "
-            "fingerprint)", st->name, st->tls_error);
+            "fingerprint)",
+            st->name, st->tls_error);
     else if (err == SK_ERR_TLS)
         msg("cannot connect to %s: TLS handshake failed: %s%s", st->name, st->tls_error,
             tls_failure_hint(st->tls_error));
@@ -419,10 +419,11 @@ int cmd_connect(int argc, char **argv)
         case 'v': v = VERBOSITY_VERBOSE; break;
         case 'q': v = VERBOSITY_QUIET; break;
         case 'h': fputs(connect_usage, stdout); return EXIT_OK;
-        case ':': die(EXIT_USAGE, "option '%s' needs a value (see 'sockit connect --help')",
-                      argv[optind - 1]);
-        default: die(EXIT_USAGE, "unknown option '%s' (see 'sockit connect --help')",
-                     argv[optind - 1]);
+        case ':':
+            die(EXIT_USAGE, "option '%s' needs a value (see 'sockit connect --help')",
+                argv[optind - 1]);
+        default:
+            die(EXIT_USAGE, "unknown option '%s' (see 'sockit connect --help')", argv[optind - 1]);
         }
     }
     char text[512];

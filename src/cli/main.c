@@ -64,6 +64,8 @@ int main(int argc, char **argv)
         return cmd_connect(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 1, argv + 1);
-    die(EXIT_USAGE, "unknown command '%s' (the commands are serve, connect and bench; see "
-                    "'sockit --help')", cmd);
+    die(EXIT_USAGE,
+        "unknown command '%s' (the commands are serve, connect and bench; see "
+        "'sockit --help')",
+        cmd);
 }

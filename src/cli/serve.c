@@ -47,9 +47,8 @@ static const char serve_usage[] =
     "      --key FILE         private key (PEM; default: the --cert file)\n"
     "      --client-ca FILE   require a client certificate signed by these CAs (mutual TLS)\n"
     "      --alpn LIST        protocols to agree on, comma-separated (h2,http/1.1)\n"
-    "      --handshake-timeout SECS  close a client whose handshake takes longer (default 10)\n"
-    TLS_CLI_PROTOCOL_HELP
-    "\n"
+    "      --handshake-timeout SECS  close a client whose handshake takes longer (default "
+    "10)\n" TLS_CLI_PROTOCOL_HELP "\n"
     "  -v, --verbose          print each socket step: socket, bind, listen, accept, recv,\n"
     "                         send, shutdown, close\n"
     "  -q, --quiet            print only errors\n"
@@ -89,8 +88,10 @@ static void log_close(const client *cl, int reason)
     if (reason == 0)
         return;
     if (reason == -EMSGSIZE) {
-        log_warn(&srv->log, "%s sent a frame longer than --max-frame (%zu bytes); closed that "
-                 "client", cl->name, srv->opt.max_frame);
+        log_warn(&srv->log,
+                 "%s sent a frame longer than --max-frame (%zu bytes); closed that "
+                 "client",
+                 cl->name, srv->opt.max_frame);
     } else if (reason == -ETIMEDOUT) {
         log_info(&srv->log, "%s: idle or stalled longer than allowed; closed", cl->name);
     } else if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
@@ -198,8 +199,7 @@ static void on_accept(sk_listener *l, sk_conn *c)
     link_client(&srv->handshaking, cl);
     sk_conn_set_callbacks(c, &handshake_callbacks); /* the service starts at on_connect */
     if (sk_tls_start(c, srv->tls, NULL, srv->handshake_ms) < 0) {
-        log_warn(&srv->log, "%s: cannot start TLS: out of memory; dropped that client",
-                 cl->name);
+        log_warn(&srv->log, "%s: cannot start TLS: out of memory; dropped that client", cl->name);
         sk_conn_abort(c); /* handshake_closed() follows and frees the client */
     }
 }
@@ -220,9 +220,10 @@ static void drain_expired(sk_timer *t, void *arg)
     }
     for (client *cl = srv->handshaking; cl; cl = cl->next)
         sk_conn_abort(cl->conn); /* no data of theirs was taken yet: nothing undelivered */
-    log_warn(&srv->log, "--drain-timeout: %zu client%s still busy after %.1f s (%zu with "
-             "undelivered data); cut off", n, n == 1 ? "" : "s", (double)srv->drain_ms / 1000.0,
-             lost);
+    log_warn(&srv->log,
+             "--drain-timeout: %zu client%s still busy after %.1f s (%zu with "
+             "undelivered data); cut off",
+             n, n == 1 ? "" : "s", (double)srv->drain_ms / 1000.0, lost);
     if (lost)
         srv->exit_status = EXIT_RUNTIME;
 }
@@ -234,8 +235,7 @@ static void on_signal(sk_loop *loop, int signo, void *arg)
         msg("second signal: exiting at once");
         exit(EXIT_RUNTIME);
     }
-    log_info(&srv->log, "%s: stopping; %zu clients to finish", strsignal(signo),
-             srv->client_count);
+    log_info(&srv->log, "%s: stopping; %zu clients to finish", strsignal(signo), srv->client_count);
     sk_listener_close(srv->listener);
     srv->listener = NULL;
     for (client *cl = srv->clients, *next; cl; cl = next) {
@@ -315,11 +315,10 @@ static void add_cidr(const char *option, const char *text, sk_cidr **list, size_
 static void parse_args(int argc, char **argv, server *srv, serve_args *a)
 {
     srv->svc = &service_greet;
-    srv->opt = (server_options){.message = "Hi from server", .max_frame = 65536,
-                                .max_queue = 1024 * 1024};
+    srv->opt =
+        (server_options){.message = "Hi from server", .max_frame = 65536, .max_queue = 1024 * 1024};
     srv->drain_ms = 30000;
-    *a = (serve_args){.address = "localhost:12345", .backlog = 4096,
-                      .verbosity = VERBOSITY_NORMAL};
+    *a = (serve_args){.address = "localhost:12345", .backlog = 4096, .verbosity = VERBOSITY_NORMAL};
     opterr = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, ":m:vqh", long_options, NULL)) != -1) {
@@ -351,17 +350,20 @@ static void parse_args(int argc, char **argv, server *srv, serve_args *a)
         case 'v': a->verbosity = VERBOSITY_VERBOSE; break;
         case 'q': a->verbosity = VERBOSITY_QUIET; break;
         case 'h': fputs(serve_usage, stdout); exit(EXIT_OK);
-        case ':': die(EXIT_USAGE, "option '%s' needs a value (see 'sockit serve --help')",
-                      argv[optind - 1]);
-        default: die(EXIT_USAGE, "unknown option '%s' (see 'sockit serve --help')",
-                     argv[optind - 1]);
+        case ':':
+            die(EXIT_USAGE, "option '%s' needs a value (see 'sockit serve --help')",
+                argv[optind - 1]);
+        default:
+            die(EXIT_USAGE, "unknown option '%s' (see 'sockit serve --help')", argv[optind - 1]);
         }
     }
     if (optind < argc)
         a->address = argv[optind++];
     if (optind < argc)
-        die(EXIT_USAGE, "unexpected argument '%s': serve takes one ADDRESS (see 'sockit serve "
-                        "--help')", argv[optind]);
+        die(EXIT_USAGE,
+            "unexpected argument '%s': serve takes one ADDRESS (see 'sockit serve "
+            "--help')",
+            argv[optind]);
     srv->opt.frame = srv->svc->default_frame;
     if (a->frame && sk_frame_kind_parse(a->frame, &srv->opt.frame) < 0)
         die(EXIT_USAGE, "--frame: unknown framing '%s' (use raw, line or len32)", a->frame);
@@ -374,13 +376,19 @@ static void open_listener(server *srv, const serve_args *a, const sk_addrspec *w
     if (spec.scheme == SK_SCHEME_TLS) {
         tls_cli_server_ctx(&a->tls, &srv->log, &srv->tls);
     } else if (tls_cli_any(&a->tls)) {
-        die(EXIT_USAGE, "TLS options (--cert, --key, --client-ca, --alpn, --ciphers, "
-                        "--ciphersuites, --tls-min) need a tls:// address (sockit serve "
-                        "tls://%s ...)", a->address);
+        die(EXIT_USAGE,
+            "TLS options (--cert, --key, --client-ca, --alpn, --ciphers, "
+            "--ciphersuites, --tls-min) need a tls:// address (sockit serve "
+            "tls://%s ...)",
+            a->address);
     }
-    sk_listen_options lo = {.backlog = a->backlog, .max_conns = a->max_clients,
-                            .max_per_ip = a->max_per_ip, .allow = a->allow,
-                            .allow_count = a->nallow, .deny = a->deny, .deny_count = a->ndeny};
+    sk_listen_options lo = {.backlog = a->backlog,
+                            .max_conns = a->max_clients,
+                            .max_per_ip = a->max_per_ip,
+                            .allow = a->allow,
+                            .allow_count = a->nallow,
+                            .deny = a->deny,
+                            .deny_count = a->ndeny};
     if (srv->svc == &service_greet) { /* a line a person reads; other modes just close */
         lo.full_message = "server full\n";
         lo.per_ip_message = "too many connections from your address\n";
@@ -391,8 +399,10 @@ static void open_listener(server *srv, const serve_args *a, const sk_addrspec *w
         die(EXIT_RUNTIME, "cannot resolve '%s': %s%s", spec.host, sk_strerror(rc),
             hint_for(rc, false, 0));
     if (rc == -ENOENT && spec.is_unix)
-        die(EXIT_RUNTIME, "cannot listen on %s: the directory does not exist (create it, or "
-                          "choose a path in an existing directory)", name);
+        die(EXIT_RUNTIME,
+            "cannot listen on %s: the directory does not exist (create it, or "
+            "choose a path in an existing directory)",
+            name);
     if (rc < 0)
         die(EXIT_RUNTIME, "cannot listen on %s: %s%s", name, sk_strerror(rc),
             hint_for(rc, spec.is_unix, spec.port));

@@ -50,8 +50,10 @@ void tls_cli_server_ctx(const tls_cli *t, const logger *lg, sk_tls_ctx **out)
     if (!t->cert) {
         char fp[128];
         sk_tls_ctx_fingerprint(*out, fp, sizeof fp);
-        log_notice(lg, "tls: ephemeral self-signed certificate for localhost, 127.0.0.1, ::1; "
-                       "clients can pin it with --pin %s", fp);
+        log_notice(lg,
+                   "tls: ephemeral self-signed certificate for localhost, 127.0.0.1, ::1; "
+                   "clients can pin it with --pin %s",
+                   fp);
     }
 }
 
@@ -94,7 +96,6 @@ void tls_cli_describe(const logger *lg, sk_conn *c, const char *who)
         snprintf(dates, sizeof dates, " (outside its validity dates; valid until %s)",
                  info.peer_not_after[0] ? info.peer_not_after : "?");
     log_info(lg, "tls %s: %s %s%s%s%s%s; %s certificate: %s; %s%s", who, info.version, info.cipher,
-             info.sni ? ", sni " : "", info.sni ? info.sni : "",
-             info.alpn[0] ? ", alpn " : "", info.alpn,
-             who, info.peer_subject[0] ? info.peer_subject : "none", how, dates);
+             info.sni ? ", sni " : "", info.sni ? info.sni : "", info.alpn[0] ? ", alpn " : "",
+             info.alpn, who, info.peer_subject[0] ? info.peer_subject : "none", how, dates);
 }

@@ -74,12 +74,13 @@ static void serve_datagram(sk_dgram *d, const sk_datagram *dg)
     if (dg->truncated) {
         peer_name(dg->from, peer, sizeof peer);
         if (s->truncated++ == 0)
-            log_warn(&s->log, "datagram of %zu bytes from %s is longer than --max-frame (%zu "
+            log_warn(&s->log,
+                     "datagram of %zu bytes from %s is longer than --max-frame (%zu "
                      "bytes): truncated, so dropped (raise --max-frame; -v shows further ones)",
                      dg->size, peer, s->max_size);
         else
-            log_info(&s->log, "datagram of %zu bytes from %s truncated to %zu: dropped",
-                     dg->size, peer, dg->len);
+            log_info(&s->log, "datagram of %zu bytes from %s truncated to %zu: dropped", dg->size,
+                     peer, dg->len);
         return;
     }
     if (s->mode == MODE_DISCARD)
@@ -90,11 +91,11 @@ static void serve_datagram(sk_dgram *d, const sk_datagram *dg)
     if (rc == -EDESTADDRREQ) {
         if (s->unanswerable++ == 0)
             log_warn(&s->log, "a datagram came from a Unix socket without a name: it cannot be "
-                     "answered (the client must bind its socket; sockit connect does)");
+                              "answered (the client must bind its socket; sockit connect does)");
     } else if (rc == -ENOBUFS) {
         if (s->refused++ == 0)
             log_warn(&s->log, "replies are going out slower than datagrams arrive: some are "
-                     "dropped (reading pauses until the queue empties)");
+                              "dropped (reading pauses until the queue empties)");
     } else if (rc < 0) {
         peer_name(dg->from, peer, sizeof peer);
         log_info(&s->log, "cannot reply to %s: %s", peer, sk_strerror(rc));
@@ -148,8 +149,10 @@ static int mode_of(const char *name)
         return MODE_GREET;
     if (!strcmp(name, "discard"))
         return MODE_DISCARD;
-    die(EXIT_USAGE, "--mode %s needs a stream; with udp:// and unix-dgram: use echo, greet or "
-                    "discard", name);
+    die(EXIT_USAGE,
+        "--mode %s needs a stream; with udp:// and unix-dgram: use echo, greet or "
+        "discard",
+        name);
 }
 
 /* Bind the server's socket (the first resolved address this machine has) or exit. */
@@ -200,7 +203,7 @@ int serve_udp(const sk_addrspec *spec, const char *mode, const struct server_opt
     rc = sk_loop_run(s->loop);
     if (rc < 0)
         die(EXIT_RUNTIME, "event loop failed: %s", sk_strerror(rc));
-    sk_dgram_close(s->d); /* NULL after a signal: serve_signal() closed it */
+    sk_dgram_close(s->d);         /* NULL after a signal: serve_signal() closed it */
     sk_loop_run_once(s->loop, 0); /* let deferred frees run */
     free(s->greeting);
     sk_loop_free(s->loop);
@@ -325,8 +328,10 @@ static void send_input(udp_client *c)
         }
         if (n > c->max_dgram) {
             if (!c->split_warned)
-                log_warn(&c->log, "a line longer than %zu bytes does not fit in one datagram: "
-                         "sent in pieces", c->max_dgram);
+                log_warn(&c->log,
+                         "a line longer than %zu bytes does not fit in one datagram: "
+                         "sent in pieces",
+                         c->max_dgram);
             c->split_warned = true;
             n = c->max_dgram;
         }
@@ -397,8 +402,10 @@ static void client_datagram(sk_dgram *d, const sk_datagram *dg)
         c->replies++;
     } else {
         c->unmatched++; /* printed all the same: it is data the peer sent */
-        log_info(&c->log, "a reply of %zu bytes answers no datagram still waiting (a "
-                 "duplicate?): not counted as an answer", dg->len);
+        log_info(&c->log,
+                 "a reply of %zu bytes answers no datagram still waiting (a "
+                 "duplicate?): not counted as an answer",
+                 dg->len);
     }
     if (dg->truncated)
         log_warn(&c->log, "a reply of %zu bytes was truncated to %zu", dg->size, dg->len);
@@ -415,8 +422,7 @@ static void client_error(sk_dgram *d, int err, const sk_addr *peer)
         msg("no Unix datagram server at %s: %s (is the server running?)", c->name,
             sk_strerror(err));
     else
-        msg("datagram to %s failed: %s%s", c->name, sk_strerror(err),
-            hint_for(err, c->is_unix, 0));
+        msg("datagram to %s failed: %s%s", c->name, sk_strerror(err), hint_for(err, c->is_unix, 0));
     finish(c, EXIT_RUNTIME);
 }
 
@@ -435,8 +441,10 @@ static void open_client(udp_client *c, const char *text)
     if (sk_addr_parse(text, -1, &spec, err, sizeof err) < 0)
         die(EXIT_USAGE, "bad address '%s': %s", text, err);
     if (spec.scheme != SK_SCHEME_UDP && spec.scheme != SK_SCHEME_UNIX_DGRAM)
-        die(EXIT_USAGE, "'%s' is not a datagram address (write udp://HOST:PORT or "
-                        "unix-dgram:PATH)", text);
+        die(EXIT_USAGE,
+            "'%s' is not a datagram address (write udp://HOST:PORT or "
+            "unix-dgram:PATH)",
+            text);
     if (!spec.is_unix && spec.host[0] == '\0')
         snprintf(spec.host, sizeof spec.host, "localhost");
     if (!spec.is_unix && spec.port == 0)
@@ -452,7 +460,7 @@ static void open_client(udp_client *c, const char *text)
     for (int i = 0; i < n; i++) {
         dgram_name(&addrs[i], c->name, sizeof c->name);
         sk_addr_format(&addrs[i], c->plain, sizeof c->plain);
-        c->max_dgram = sk_addr_family(&addrs[i]) == AF_INET ? 65507
+        c->max_dgram = sk_addr_family(&addrs[i]) == AF_INET    ? 65507
                        : sk_addr_family(&addrs[i]) == AF_INET6 ? 65527
                                                                : IN_READ;
         rc = sk_dgram_open(c->loop, NULL, &addrs[i], &o, &client_callbacks, c, &c->d);
@@ -460,8 +468,10 @@ static void open_client(udp_client *c, const char *text)
             break;
     }
     if (rc == -ECONNREFUSED)
-        die(EXIT_RUNTIME, "no Unix datagram server at %s: %s (the socket file is there, but "
-                          "nothing reads it: is the server running?)", c->name, sk_strerror(rc));
+        die(EXIT_RUNTIME,
+            "no Unix datagram server at %s: %s (the socket file is there, but "
+            "nothing reads it: is the server running?)",
+            c->name, sk_strerror(rc));
     if (rc == -EPROTOTYPE)
         die(EXIT_RUNTIME, "cannot connect to %s: %s (that is a stream socket: use unix:%s)",
             c->name, sk_strerror(rc), spec.path);
@@ -487,12 +497,9 @@ static void start_stdin(udp_client *c)
 }
 
 static const struct option udp_options[] = {
-    {"timeout", required_argument, NULL, 't'},
-    {"frame", required_argument, NULL, 'f'},
-    {"verbose", no_argument, NULL, 'v'},
-    {"quiet", no_argument, NULL, 'q'},
-    {"help", no_argument, NULL, 'h'},
-    {0},
+    {"timeout", required_argument, NULL, 't'}, {"frame", required_argument, NULL, 'f'},
+    {"verbose", no_argument, NULL, 'v'},       {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},          {0},
 };
 
 bool connect_is_udp(int argc, char **argv)
@@ -522,10 +529,14 @@ int connect_udp(int argc, char **argv)
         case 'v': v = VERBOSITY_VERBOSE; break;
         case 'q': v = VERBOSITY_QUIET; break;
         case 'h': fputs(connect_udp_usage, stdout); return EXIT_OK;
-        case ':': die(EXIT_USAGE, "option '%s' needs a value (see 'sockit connect --help')",
-                      argv[optind - 1]);
-        default: die(EXIT_USAGE, "option '%s' does not apply to udp:// or unix-dgram: (see "
-                                 "'sockit connect --help')", argv[optind - 1]);
+        case ':':
+            die(EXIT_USAGE, "option '%s' needs a value (see 'sockit connect --help')",
+                argv[optind - 1]);
+        default:
+            die(EXIT_USAGE,
+                "option '%s' does not apply to udp:// or unix-dgram: (see "
+                "'sockit connect --help')",
+                argv[optind - 1]);
         }
     }
     if (argc - optind != 1)

@@ -177,8 +177,8 @@ static int require_zone(const char *ip, const struct in6_addr *bin, uint16_t por
     char iface[IF_NAMESIZE];
     example_interface(iface, sizeof iface);
     return sk__fail_text(err, errlen,
-                         "%s is a link-local address: add the interface, as in [%s%%%s]:%u", ip,
-                         ip, iface, (unsigned)port);
+                         "%s is a link-local address: add the interface, as in [%s%%%s]:%u", ip, ip,
+                         iface, (unsigned)port);
 }
 
 /* "[IPV6]" or "[IPV6%ZONE]", optionally followed by ":PORT". */

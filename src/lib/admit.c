@@ -216,8 +216,11 @@ static const sk_refuse_cause public_cause[NCAUSES] = {
 static void report(void *arg, int cause, uint64_t n, double secs, const sk_addr *peer)
 {
     sk__admit *a = arg;
-    sk_event ev = {.kind = SK_EV_REFUSED, .addr = peer, .cause = (int)public_cause[cause],
-                   .count = n, .period_ms = (uint64_t)(secs * 1000.0 + 0.5),
+    sk_event ev = {.kind = SK_EV_REFUSED,
+                   .addr = peer,
+                   .cause = (int)public_cause[cause],
+                   .count = n,
+                   .period_ms = (uint64_t)(secs * 1000.0 + 0.5),
                    .limit = cause == CAUSE_FULL     ? a->max_conns
                             : cause == CAUSE_PER_IP ? a->max_per_ip
                                                     : 0};

@@ -250,8 +250,10 @@ int sk__conn_start_layers(sk_conn *c)
         int rc = next->ops->start(next);
         if (rc == 0)
             return 0;
-        sk_event ev = {.kind = rc > 0 ? SK_EV_LAYER_UP : SK_EV_LAYER_FAILED, .conn = c,
-                       .layer = next->ops->name, .err = rc < 0 ? rc : 0};
+        sk_event ev = {.kind = rc > 0 ? SK_EV_LAYER_UP : SK_EV_LAYER_FAILED,
+                       .conn = c,
+                       .layer = next->ops->name,
+                       .err = rc < 0 ? rc : 0};
         if (rc < 0) {
             sk__count(&sk__loop_events(c->loop)->n.layer_failures, 1);
             sk__emit(c->loop, &ev);

@@ -8,17 +8,17 @@
 #include "layer.h"
 
 enum {
-    F_CONNECTING = 1 << 0, /* connect() in progress */
-    F_PAUSED = 1 << 1,     /* the user paused reading */
-    F_PEER_EOF = 1 << 2,   /* the peer's FIN arrived */
-    F_SHUT_WANTED = 1 << 3, /* sk_conn_shutdown(): send FIN once the queue is empty */
-    F_SHUT_DONE = 1 << 4,  /* our FIN is sent */
-    F_CLOSING = 1 << 5,    /* sk_conn_close(): flush, FIN, linger; no more user callbacks */
-    F_CLOSED = 1 << 6,     /* fd closed; on_close and free are queued */
-    F_ABOVE_HIGH = 1 << 7, /* the queue passed the high watermark; on_drain owed */
-    F_EOF_REPORTED = 1 << 8, /* on_eof was called (or the conn closed at the FIN) */
-    F_STARTING = 1 << 9,   /* a layer is being brought up (a TLS handshake) */
-    F_OUTGOING = 1 << 11,  /* made by sk_conn_connect(), not accepted */
+    F_CONNECTING = 1 << 0,    /* connect() in progress */
+    F_PAUSED = 1 << 1,        /* the user paused reading */
+    F_PEER_EOF = 1 << 2,      /* the peer's FIN arrived */
+    F_SHUT_WANTED = 1 << 3,   /* sk_conn_shutdown(): send FIN once the queue is empty */
+    F_SHUT_DONE = 1 << 4,     /* our FIN is sent */
+    F_CLOSING = 1 << 5,       /* sk_conn_close(): flush, FIN, linger; no more user callbacks */
+    F_CLOSED = 1 << 6,        /* fd closed; on_close and free are queued */
+    F_ABOVE_HIGH = 1 << 7,    /* the queue passed the high watermark; on_drain owed */
+    F_EOF_REPORTED = 1 << 8,  /* on_eof was called (or the conn closed at the FIN) */
+    F_STARTING = 1 << 9,      /* a layer is being brought up (a TLS handshake) */
+    F_OUTGOING = 1 << 11,     /* made by sk_conn_connect(), not accepted */
     F_RESET_WANTED = 1 << 10, /* closing because we refused the peer's input: once what we
                                * sent has reached it, reset instead of FIN (sk__conn_reset_soon) */
 };
@@ -33,10 +33,10 @@ typedef struct outq {
  * gets its own copy the first time it writes one of these (sk__conn_own), so an idle conn
  * costs only its hot part: 72 bytes. */
 typedef struct sk__conn_cold {
-    uint8_t *in;            /* a partial frame, or frames held while paused */
+    uint8_t *in; /* a partial frame, or frames held while paused */
     uint32_t in_len, in_cap;
     outq *out;
-    sk__layer *top;         /* the top of the layer stack; NULL: the socket alone */
+    sk__layer *top; /* the top of the layer stack; NULL: the socket alone */
     sk_timer *timer;
     uint64_t last_active;
     uint32_t max_frame;
@@ -47,12 +47,12 @@ typedef struct sk__conn_cold {
 } sk__conn_cold;
 
 struct sk_conn {
-    sk__io io;              /* io.fd is -1 - fd once closed, until on_close has run */
+    sk__io io; /* io.fd is -1 - fd once closed, until on_close has run */
     sk_loop *loop;
     const sk_conn_callbacks *cb;
     void *data;
-    sk__conn_cold *x;       /* &sk__conn_defaults until the conn needs its own */
-    sk__release *release;   /* the listener's admission count, told when the conn closes */
+    sk__conn_cold *x;     /* &sk__conn_defaults until the conn needs its own */
+    sk__release *release; /* the listener's admission count, told when the conn closes */
     uint16_t flags;
     uint8_t frame_kind;
     int close_reason;
@@ -66,23 +66,23 @@ bool sk__conn_owns_cold(const sk_conn *c);
 sk__conn_cold *sk__conn_own(sk_conn *c);
 /* The socket, also while on_close runs (after the conn is closed for everything else). */
 int sk__conn_socket(const sk_conn *c);
-void sk__conn_free(sk_conn *c);             /* after on_close: layers, buffers, socket, conn */
-void sk__conn_touch(sk_conn *c);            /* progress: push the idle or linger deadline */
-uint32_t sk__conn_current_period(const sk_conn *c); /* the deadline the state needs, or 0 */
+void sk__conn_free(sk_conn *c);  /* after on_close: layers, buffers, socket, conn */
+void sk__conn_touch(sk_conn *c); /* progress: push the idle or linger deadline */
+uint32_t sk__conn_current_period(const sk_conn *c);   /* the deadline the state needs, or 0 */
 void sk__conn_arm_timer(sk_conn *c, uint32_t period); /* period ms after the last activity */
-int sk__conn_make_timer(sk_conn *c);        /* the one timer, now: 0 or -ENOMEM */
-void sk__conn_update_interest(sk_conn *c);  /* tell the loop what the conn waits for now */
-bool sk__conn_reading(const sk_conn *c);    /* reading is wanted (to deliver, or to discard) */
-int sk__conn_start_layers(sk_conn *c);      /* 1 all up, 0 waiting, or a failure code */
+int sk__conn_make_timer(sk_conn *c);                  /* the one timer, now: 0 or -ENOMEM */
+void sk__conn_update_interest(sk_conn *c);     /* tell the loop what the conn waits for now */
+bool sk__conn_reading(const sk_conn *c);       /* reading is wanted (to deliver, or to discard) */
+int sk__conn_start_layers(sk_conn *c);         /* 1 all up, 0 waiting, or a failure code */
 bool sk__conn_layer_pending(const sk_conn *c); /* a layer holds bytes the socket will not show */
-void sk__conn_send_fin(sk_conn *c);         /* half-close our direction, once */
-void sk__conn_finish(sk_conn *c, int reason); /* ended now; on_close, close(fd) at iteration end */
-void sk__conn_fail(sk_conn *c, int reason); /* finish, keeping a reason of ours if we had one */
-void sk__conn_abort(sk_conn *c);            /* finish with a reset */
-void sk__conn_after_flush(sk_conn *c);      /* the queue is empty: FIN, or finish, if due */
+void sk__conn_send_fin(sk_conn *c);            /* half-close our direction, once */
+void sk__conn_finish(sk_conn *c, int reason);  /* ended now; on_close, close(fd) at iteration end */
+void sk__conn_fail(sk_conn *c, int reason);    /* finish, keeping a reason of ours if we had one */
+void sk__conn_abort(sk_conn *c);               /* finish with a reset */
+void sk__conn_after_flush(sk_conn *c);         /* the queue is empty: FIN, or finish, if due */
 /* F_RESET_WANTED and the queue is empty: reset once the kernel's send queue is acknowledged. */
 void sk__conn_reset_soon(sk_conn *c);
-void sk__conn_begin_close(sk_conn *c);      /* sk_conn_close() */
+void sk__conn_begin_close(sk_conn *c); /* sk_conn_close() */
 
 /* The conn moved n bytes in (or out): the loop's counters, and the conn's own if it has them. */
 void sk__conn_count_in(sk_conn *c, size_t n);

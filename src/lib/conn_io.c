@@ -131,8 +131,7 @@ SK_API int sk_conn_write_frame(sk_conn *c, const void *data, size_t len)
         iov[1] = iov[0];
         iov[0] = (struct iovec){.iov_base = prefix, .iov_len = 4};
         return sk_conn_writev(c, iov, 2);
-    case SK_FRAME_RAW:
-        break;
+    case SK_FRAME_RAW: break;
     }
     return sk_conn_writev(c, iov, 1);
 }
@@ -244,8 +243,8 @@ static void deliver(sk_conn *c, const uint8_t *data, size_t len)
     size_t off = 0;
     while (off < len && delivering(c)) {
         sk_frame f;
-        int r = sk_frame_next((sk_frame_kind)c->frame_kind, c->x->max_frame, data + off, len - off,
-                              &f);
+        int r =
+            sk_frame_next((sk_frame_kind)c->frame_kind, c->x->max_frame, data + off, len - off, &f);
         if (r == 0)
             break;
         if (r < 0) {
@@ -318,8 +317,8 @@ static void report_eof(sk_conn *c)
     }
     if (c->x->in_len) {
         /* The stream ended inside a frame: nothing can complete it. */
-        sk__emit(c->loop, &(sk_event){.kind = SK_EV_INPUT_DROPPED, .conn = c,
-                                      .bytes_in = c->x->in_len});
+        sk__emit(c->loop,
+                 &(sk_event){.kind = SK_EV_INPUT_DROPPED, .conn = c, .bytes_in = c->x->in_len});
         keep_rest(c, c->x->in, 0);
     }
     if (c->cb->on_eof)

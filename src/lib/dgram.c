@@ -102,8 +102,8 @@ static void trace_datagram(sk_dgram *d, const char *verb, size_t len, const char
     else
         strcpy(name, "(connected peer)");
     if (real > len)
-        sk__trace(d->loop, "%s fd=%d %zu bytes %s %s (truncated: %zu bytes sent)", verb,
-                d->io.fd, len, dir, name, real);
+        sk__trace(d->loop, "%s fd=%d %zu bytes %s %s (truncated: %zu bytes sent)", verb, d->io.fd,
+                  len, dir, name, real);
     else
         sk__trace(d->loop, "%s fd=%d %zu bytes %s %s", verb, d->io.fd, len, dir, name);
 }

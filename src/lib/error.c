@@ -57,26 +57,17 @@ int sk__fail_text(char *err, size_t errlen, const char *fmt, ...)
 SK_API const char *sk_strerror(int err)
 {
     switch (err) {
-    case 0:
-        return "success";
-    case SK_ERR_NONAME:
-        return "host name not known";
-    case SK_ERR_NODATA:
-        return "no address of that family for this host";
-    case SK_ERR_DNSFAIL:
-        return "name resolution failed temporarily";
-    case SK_ERR_TLS:
-        return "TLS handshake failed";
-    case SK_ERR_TLS_VERIFY:
-        return "certificate verification failed";
-    case SK_ERR_TLS_TRUNCATED:
-        return "TLS stream truncated (the peer closed without close_notify)";
-    case SK_ERR_NOIFACE:
-        return "no such network interface on this machine ('ip link' lists them)";
+    case 0: return "success";
+    case SK_ERR_NONAME: return "host name not known";
+    case SK_ERR_NODATA: return "no address of that family for this host";
+    case SK_ERR_DNSFAIL: return "name resolution failed temporarily";
+    case SK_ERR_TLS: return "TLS handshake failed";
+    case SK_ERR_TLS_VERIFY: return "certificate verification failed";
+    case SK_ERR_TLS_TRUNCATED: return "TLS stream truncated (the peer closed without close_notify)";
+    case SK_ERR_NOIFACE: return "no such network interface on this machine ('ip link' lists them)";
     case SK_ERR_BACKEND:
         return "unknown event loop backend in SOCKIT_BACKEND (this build has: epoll)";
-    default:
-        break;
+    default: break;
     }
     /* Codes are negative errnos; a positive errno passed by mistake reads the same. */
     int e = err < 0 && err > -ERRNO_TEXTS ? -err : err;

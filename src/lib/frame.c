@@ -49,10 +49,8 @@ SK_API int sk_frame_next(sk_frame_kind kind, size_t max, const void *buf, size_t
         f->offset = 0;
         f->length = f->consumed = len;
         return 1;
-    case SK_FRAME_LINE:
-        return next_line(max, buf, len, f);
-    case SK_FRAME_LEN32:
-        return next_len32(max, buf, len, f);
+    case SK_FRAME_LINE: return next_line(max, buf, len, f);
+    case SK_FRAME_LEN32: return next_len32(max, buf, len, f);
     }
     return -EINVAL;
 }

@@ -105,6 +105,6 @@ int sk__sock_bind(sk_loop *loop, int fd, int type, const sk_addr *addr);
 /* The file a Unix address names (to remove it on close), or NULL: not Unix, or abstract. */
 const char *sk__sock_unix_path(const sk_addr *addr);
 void sk__sock_v6only(int fd, int family, bool on); /* IPV6_V6ONLY; nothing for other families */
-void sk__sock_nodelay(int fd, int family);          /* TCP_NODELAY; nothing for Unix sockets */
+void sk__sock_nodelay(int fd, int family);         /* TCP_NODELAY; nothing for Unix sockets */
 
 #endif

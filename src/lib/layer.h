@@ -64,14 +64,13 @@ static inline ssize_t sk__sock_recv(int fd, void *buf, size_t len)
 
 static inline ssize_t sk__sock_writev(int fd, const struct iovec *iov, int iovcnt)
 {
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
     ssize_t n;
     do {
         if (iovcnt == 1) /* send(), not sendmsg(), where one buffer is enough: it is cheaper */
             n = send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
         else
-            n = sendmsg(fd, &(struct msghdr){.msg_iov = (struct iovec *)iov,
-                                             .msg_iovlen = (size_t)iovcnt},
-                        MSG_NOSIGNAL | MSG_DONTWAIT);
+            n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     return n >= 0 ? n : errno == EWOULDBLOCK ? -EAGAIN : -errno;
 }

@@ -1,7 +1,8 @@
 /* Listening sockets: accept, and pause. The one pitfall that matters most here: when accept()
  * fails for lack of descriptors, the listening socket stays readable, and a level-triggered loop
  * would spin at 100% CPU. We stop watching it and retry on a timer instead (as nginx does).
- * Whether an accepted socket becomes a conn is admit.c's decision; making the socket is sock.c's. */
+ * Whether an accepted socket becomes a conn is admit.c's decision; making the socket is sock.c's.
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,8 +53,10 @@ static void report_pauses(void *arg, int cause, uint64_t n, double secs, const s
     (void)cause;
     (void)peer;
     sk_listener *l = arg;
-    sk__emit(l->loop, &(sk_event){.kind = SK_EV_ACCEPT_PAUSED, .listener = l,
-                                  .err = l->last_fd_error, .count = n,
+    sk__emit(l->loop, &(sk_event){.kind = SK_EV_ACCEPT_PAUSED,
+                                  .listener = l,
+                                  .err = l->last_fd_error,
+                                  .count = n,
                                   .period_ms = (uint64_t)(secs * 1000.0 + 0.5),
                                   .limit = l->retry_ms});
 }
@@ -88,8 +91,11 @@ static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss
     sk_conn *c;
     if (rc < 0 || sk__conn_accepted(l->loop, fd, &c) < 0) {
         sk__count(&sk__loop_events(l->loop)->n.refused[SK_REFUSE_NO_MEMORY], 1);
-        sk__emit(l->loop, &(sk_event){.kind = SK_EV_REFUSED, .listener = l, .addr = &peer,
-                                      .cause = SK_REFUSE_NO_MEMORY, .count = 1});
+        sk__emit(l->loop, &(sk_event){.kind = SK_EV_REFUSED,
+                                      .listener = l,
+                                      .addr = &peer,
+                                      .cause = SK_REFUSE_NO_MEMORY,
+                                      .count = 1});
         if (slot)
             sk__admit_abandon(l->adm, slot);
         close(fd);
@@ -123,16 +129,12 @@ static void listener_ready(sk__io *io, unsigned events)
         case EINTR:
         case ECONNABORTED: /* the client left before we got to it */
         case EPROTO:
-        case EPERM: /* a firewall rule refused this one */
-            continue;
+        case EPERM: /* a firewall rule refused this one */ continue;
         case EMFILE:
         case ENFILE:
         case ENOBUFS:
-        case ENOMEM:
-            pause_for_descriptors(l, -errno);
-            return;
-        default: /* EAGAIN: nothing more to accept */
-            return;
+        case ENOMEM: pause_for_descriptors(l, -errno); return;
+        default: /* EAGAIN: nothing more to accept */ return;
         }
     }
 }
@@ -193,7 +195,8 @@ SK_API int sk_listener_open(sk_loop *loop, const sk_addr *addr, const sk_listen_
     l->on_accept = on_accept;
     l->data = data;
     l->retry_ms = o->retry_ms ? o->retry_ms : 100;
-    sk__ratelog_init(&l->log, loop, o->log_interval_ms ? o->log_interval_ms : 1000, report_pauses, l);
+    sk__ratelog_init(&l->log, loop, o->log_interval_ms ? o->log_interval_ms : 1000, report_pauses,
+                     l);
     /* Every allocation before the socket: a failure then has no file to clean up. */
     const char *path = sk__sock_unix_path(addr);
     if (sk__admit_new(loop, o, &l->adm) < 0 || (path && !(l->unix_path = strdup(path))))

@@ -15,8 +15,10 @@
 
 const char *sk__family_name(int family)
 {
-    return family == AF_INET ? "inet" : family == AF_INET6 ? "inet6" : family == AF_UNIX ? "unix"
-                                                                                         : "?";
+    return family == AF_INET    ? "inet"
+           : family == AF_INET6 ? "inet6"
+           : family == AF_UNIX  ? "unix"
+                                : "?";
 }
 
 int sk__socket(sk_loop *loop, int family, int type)

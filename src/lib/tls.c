@@ -159,7 +159,6 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_OK;
 }
 
-
 /* Verification as OpenSSL does it; note the names of the certificate being checked. */
 static int note_names(int ok, X509_STORE_CTX *store)
 {
@@ -251,8 +250,8 @@ static int configure_protocol(sk_tls_ctx *ctx, const sk_tls_options *o, char *er
                  ciphers);
         return -EINVAL;
     }
-    if (o->ciphersuites && (o->ciphersuites[0] == '\0' ||
-                            SSL_CTX_set_ciphersuites(ctx->ssl, o->ciphersuites) != 1)) {
+    if (o->ciphersuites &&
+        (o->ciphersuites[0] == '\0' || SSL_CTX_set_ciphersuites(ctx->ssl, o->ciphersuites) != 1)) {
         ERR_clear_error();
         snprintf(err, errlen,
                  "bad TLS 1.3 cipher suite list '%s' (write names such as "

@@ -232,10 +232,10 @@ static int tls_start(sk__layer *l)
     if (sk__trace_on(loop)) {
         sk_tls_info info;
         tls_info(t, &info);
-        sk__trace(loop, "tls fd=%d %s %s%s%s peer=%s %s", l->fd, info.version,
-                info.cipher, info.sni ? " sni=" : "", info.sni ? info.sni : "",
-                info.peer_subject[0] ? info.peer_subject : "(no certificate)",
-                info.verified ? "verified" : "unverified");
+        sk__trace(loop, "tls fd=%d %s %s%s%s peer=%s %s", l->fd, info.version, info.cipher,
+                  info.sni ? " sni=" : "", info.sni ? info.sni : "",
+                  info.peer_subject[0] ? info.peer_subject : "(no certificate)",
+                  info.verified ? "verified" : "unverified");
     }
     return 1;
 }

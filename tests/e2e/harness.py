@@ -25,6 +25,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.environ.get("BUILD", "build")
 SOCKIT = os.path.join(REPO, BUILD, "sockit")
+# SOCKIT_VALGRIND=1 (make valgrind): every sockit the harness starts runs under Valgrind's
+# memcheck; a memory error or a definite leak makes it exit 97, which fails the test.
+VALGRIND = (["valgrind", "-q", "--error-exitcode=97", "--leak-check=full",
+             "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite"]
+            if os.environ.get("SOCKIT_VALGRIND") == "1" else [])
 
 GREETING = b"Hi from server\n"
 LISTEN_TIMEOUT = 10.0  # seconds to wait for the "listening on ADDR" line
@@ -251,7 +256,7 @@ class SockitProcess:
 
     def __init__(self, args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=None,
                  binary=None):
-        self.argv = [binary or SOCKIT] + [str(a) for a in args]
+        self.argv = ([] if binary else VALGRIND) + [binary or SOCKIT] + [str(a) for a in args]
         self.proc = subprocess.Popen(self.argv, stdin=stdin, stdout=stdout,
                                      stderr=subprocess.PIPE, env=env)
         self.pid = self.proc.pid
@@ -453,7 +458,7 @@ class SockitTestCase(unittest.TestCase):
     def run_sockit(self, args, input=None, timeout=RUN_TIMEOUT, stdin=None):
         """Run sockit to completion; returns CompletedProcess (bytes stdout/stderr). A process
         that outlives the timeout is killed and the test fails."""
-        argv = [SOCKIT] + [str(a) for a in args]
+        argv = VALGRIND + [SOCKIT] + [str(a) for a in args]
         if input is not None:
             stdin = subprocess.PIPE
         elif stdin is None:

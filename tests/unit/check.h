@@ -16,26 +16,26 @@ typedef void (*test_fn)(void);
 void test_register(const char *name, test_fn fn);
 void test_fail(const char *file, int line, const char *expr);
 
-#define TEST(name)                                                                  \
-    static void test_##name(void);                                                  \
-    __attribute__((constructor)) static void register_##name(void)                  \
-    {                                                                               \
-        test_register(#name, test_##name);                                          \
-    }                                                                               \
+#define TEST(name)                                                                                 \
+    static void test_##name(void);                                                                 \
+    __attribute__((constructor)) static void register_##name(void)                                 \
+    {                                                                                              \
+        test_register(#name, test_##name);                                                         \
+    }                                                                                              \
     static void test_##name(void)
 
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (!(cond))                                                                \
-            test_fail(__FILE__, __LINE__, #cond);                                   \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            test_fail(__FILE__, __LINE__, #cond);                                                  \
     } while (0)
 
-#define REQUIRE(cond)                                                               \
-    do {                                                                            \
-        if (!(cond)) {                                                              \
-            test_fail(__FILE__, __LINE__, #cond);                                   \
-            return;                                                                 \
-        }                                                                           \
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            test_fail(__FILE__, __LINE__, #cond);                                                  \
+            return;                                                                                \
+        }                                                                                          \
     } while (0)
 
 /* Run the loop until *flag is true or timeout_ms pass. Returns *flag. */

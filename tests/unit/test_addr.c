@@ -46,8 +46,7 @@ static bool refused(const char *text, int default_port, const char *key)
     char err[256] = "untouched";
     int rc = sk_addr_parse(text, default_port, &spec, err, sizeof err);
     if (rc != -EINVAL || !strstr(err, key)) {
-        fprintf(stderr, "  parse '%.60s': rc %d, message '%s' (wanted '%s')\n", text, rc, err,
-                key);
+        fprintf(stderr, "  parse '%.60s': rc %d, message '%s' (wanted '%s')\n", text, rc, err, key);
         return false;
     }
     return true;
@@ -401,8 +400,9 @@ TEST(addr_resolve_unix)
 TEST(addr_format_round_trip)
 {
     static const char *const texts[] = {
-        "127.0.0.1:80", "0.0.0.0:0", "255.255.255.255:65535", "[::1]:80", "[2001:db8::1]:443",
-        "[::ffff:10.0.0.1]:8", "unix:/tmp/s", "unix:relative", "unix:@abstract", "unix:@a b",
+        "127.0.0.1:80",      "0.0.0.0:0",           "255.255.255.255:65535", "[::1]:80",
+        "[2001:db8::1]:443", "[::ffff:10.0.0.1]:8", "unix:/tmp/s",           "unix:relative",
+        "unix:@abstract",    "unix:@a b",
     };
     char buf[SK_ADDR_STRLEN];
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {

@@ -67,13 +67,13 @@ static void check_nothing_left(const fix *f, const oom_path *p, unsigned n, int 
                                int fds)
 {
     if (rc == 0 && p->known_hidden) {
-        fprintf(stderr, "  note: %s: allocation %u failed and the call succeeded: %s\n", p->name,
-                n, p->known_hidden);
+        fprintf(stderr, "  note: %s: allocation %u failed and the call succeeded: %s\n", p->name, n,
+                p->known_hidden);
         rc = -ENOMEM;
     }
     if (rc != -ENOMEM)
-        fprintf(stderr, "  %s: allocation %u failed, the call returned %d (%s)\n", p->name, n,
-                rc, rc ? sk_strerror(rc) : "success, the failure was hidden");
+        fprintf(stderr, "  %s: allocation %u failed, the call returned %d (%s)\n", p->name, n, rc,
+                rc ? sk_strerror(rc) : "success, the failure was hidden");
     CHECK(rc == -ENOMEM);
     if (alloc_live() != live)
         fprintf(stderr, "  %s: allocation %u failed, %ld blocks left behind\n", p->name, n,
@@ -311,8 +311,7 @@ static int open_dgram(fix *f)
 {
     const sk_addr *bind = f->dgram_connect ? NULL : &f->addr;
     const sk_addr *peer = f->dgram_connect ? &f->addr : NULL;
-    return sk_dgram_open(f->loop, bind, peer, &f->dgram, &dgram_cbs, NULL,
-                         (sk_dgram **)&f->made);
+    return sk_dgram_open(f->loop, bind, peer, &f->dgram, &dgram_cbs, NULL, (sk_dgram **)&f->made);
 }
 
 static void close_dgram(fix *f)

@@ -24,11 +24,11 @@ typedef struct tdgram {
     unsigned char first[MAX_SEEN]; /* the first byte of each */
     sk_addr from;                  /* of the last one */
     int errors, last_error, drains;
-    bool echo;        /* send each datagram back to its sender */
-    int echo_rc;      /* the last echo's result */
-    int pause_at;     /* pause reading when count reaches it (0: never) */
-    int close_at;     /* close when count reaches it (0: never) */
-    int late_calls;   /* callbacks after close */
+    bool echo;      /* send each datagram back to its sender */
+    int echo_rc;    /* the last echo's result */
+    int pause_at;   /* pause reading when count reaches it (0: never) */
+    int close_at;   /* close when count reaches it (0: never) */
+    int late_calls; /* callbacks after close */
     bool closed;
 } tdgram;
 

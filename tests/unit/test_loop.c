@@ -24,9 +24,9 @@ typedef struct tmr {
     fire_log *log;
     int id;
     int count;
-    int stop_at;    /* stop itself at this count (0: never) */
-    int free_at;    /* free itself at this count (0: never) */
-    int rearm_at;   /* re-start itself (once, 5 ms) while count < this */
+    int stop_at;  /* stop itself at this count (0: never) */
+    int free_at;  /* free itself at this count (0: never) */
+    int rearm_at; /* re-start itself (once, 5 ms) while count < this */
     sk_timer *timer;
     struct tmr *victim; /* stop (or free, if free_victim) this other timer when firing */
     bool free_victim;
@@ -622,7 +622,6 @@ TEST(loop_free_with_pending_posts)
     sk_loop_free(loop);
     CHECK(p.wrong_thread == 0);
 }
-
 
 TEST(loop_free_releases_timers_and_watches)
 {

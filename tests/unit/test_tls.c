@@ -65,9 +65,9 @@ typedef struct tls_fix {
     sk_loop *loop;
     sk_listener *l;
     sk_addr addr;
-    sk_tls_ctx *sctx;    /* the server's context */
-    uint64_t hs_ms;      /* the server's handshake timeout (0: default) */
-    sk_frame_kind kind;  /* framing of accepted conns */
+    sk_tls_ctx *sctx;   /* the server's context */
+    uint64_t hs_ms;     /* the server's handshake timeout (0: default) */
+    sk_frame_kind kind; /* framing of accepted conns */
     size_t max;
     bool echo, close_on_eof;
     const sk_conn_callbacks *cbs; /* for accepted conns: tconn_cbs unless set */
@@ -136,8 +136,7 @@ static void fix_close(tls_fix *f)
 }
 
 /* Connect a TLS client (a tconn) to the fixture, verifying/sending name. */
-static bool fix_client(tls_fix *f, tconn *t, sk_tls_ctx *cctx, const char *name,
-                       sk_frame_kind kind)
+static bool fix_client(tls_fix *f, tconn *t, sk_tls_ctx *cctx, const char *name, sk_frame_kind kind)
 {
     tconn_init(t);
     if (sk_conn_connect(f->loop, &f->addr, WAIT_MS, &tconn_cbs, t, &t->conn) != 0)
@@ -322,7 +321,7 @@ TEST(tls_echo_1000_len32_frames_in_one_write)
     CHECK(f.srv[0].connects == 1); /* on_connect runs for accepted conns after the handshake */
     CHECK(sk_tls_describe(f.srv[0].conn, &info) == 0);
     CHECK(info.sni && strcmp(info.sni, "localhost") == 0); /* SNI is visible to the service */
-    CHECK(info.peer_subject[0] == '\0');                    /* no client certificate */
+    CHECK(info.peer_subject[0] == '\0');                   /* no client certificate */
     CHECK(!info.verified);
 
     /* close: close_notify; the server sees a clean end (on_eof), closes, both reasons 0 */
@@ -443,9 +442,8 @@ TEST(tls_pin_mismatch_is_a_verify_failure)
 {
     sk_tls_ctx *sctx = self_signed_server(NULL);
     REQUIRE(sctx);
-    sk_tls_options o = {
-        .pin = "sha256:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:"
-               "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF"};
+    sk_tls_options o = {.pin = "sha256:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:"
+                               "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF"};
     sk_tls_ctx *cctx = ctx_or_null(&o);
     REQUIRE(cctx);
     tls_fix f;
@@ -601,17 +599,16 @@ TEST(tls_mutual_with_and_without_client_certificate)
     pki p;
     if (!pki_make(&p))
         return;
-    sk_tls_options so = {.server = true, .cert_file = p.srv_cert, .key_file = p.srv_key,
-                         .ca_file = p.client_ca};
+    sk_tls_options so = {
+        .server = true, .cert_file = p.srv_cert, .key_file = p.srv_key, .ca_file = p.client_ca};
     sk_tls_ctx *sctx = ctx_or_null(&so);
     sk_tls_options no_cert = {.ca_file = p.ca};
     sk_tls_ctx *c_none = ctx_or_null(&no_cert);
-    sk_tls_options with_cert = {.ca_file = p.ca, .cert_file = p.client_cert,
-                                .key_file = p.client_key};
+    sk_tls_options with_cert = {
+        .ca_file = p.ca, .cert_file = p.client_cert, .key_file = p.client_key};
     sk_tls_ctx *c_cert = ctx_or_null(&with_cert);
     /* a certificate from the wrong CA: the server's own, offered as a client's */
-    sk_tls_options wrong_cert = {.ca_file = p.ca, .cert_file = p.srv_cert,
-                                 .key_file = p.srv_key};
+    sk_tls_options wrong_cert = {.ca_file = p.ca, .cert_file = p.srv_cert, .key_file = p.srv_key};
     sk_tls_ctx *c_wrong = ctx_or_null(&wrong_cert);
     tls_fix f;
     if (!sctx || !c_none || !c_cert || !c_wrong || !fix_open(&f, sctx, SK_FRAME_LINE)) {
@@ -1082,8 +1079,10 @@ static void flow_close(sk_conn *c, int reason)
     w->reason = reason;
 }
 
-static const sk_conn_callbacks flow_cbs = {.on_connect = flow_connect, .on_frame = flow_frame,
-                                           .on_eof = flow_eof, .on_drain = flow_drain,
+static const sk_conn_callbacks flow_cbs = {.on_connect = flow_connect,
+                                           .on_frame = flow_frame,
+                                           .on_eof = flow_eof,
+                                           .on_drain = flow_drain,
                                            .on_close = flow_close};
 
 static flow server_flow; /* the accepted conn's flow (one per test) */

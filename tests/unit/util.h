@@ -104,7 +104,7 @@ typedef struct tserver {
     sk_frame_kind kind;
     size_t max;
     bool echo;
-    bool pause;       /* pause reading at accept */
+    bool pause; /* pause reading at accept */
     bool close_on_eof;
     uint64_t idle_ms; /* 0: none */
     const sk_conn_callbacks *cbs;

@@ -31,8 +31,10 @@ static void broadcast(const client *from, const char *prefix, const void *data, 
         if (cl == from)
             continue;
         if (sk_conn_writev(cl->conn, iov, n) == -ENOBUFS) {
-            log_warn(&srv->log, "%s is not reading its messages (more than %zu bytes queued); "
-                     "disconnecting it", cl->name, srv->opt.max_queue);
+            log_warn(&srv->log,
+                     "%s is not reading its messages (more than %zu bytes queued); "
+                     "disconnecting it",
+                     cl->name, srv->opt.max_queue);
             sk_conn_abort(cl->conn);
         }
     }

@@ -29,10 +29,10 @@ typedef struct client {
 } client;
 
 typedef struct server_options {
-    const char *message;   /* greet */
+    const char *message; /* greet */
     sk_frame_kind frame;
     size_t max_frame;
-    size_t max_queue;      /* a client's output queue limit */
+    size_t max_queue; /* a client's output queue limit */
     uint64_t idle_ms;
 } server_options;
 
@@ -58,9 +58,9 @@ struct server {
     client *handshaking; /* TLS clients whose handshake is not done yet: not started */
     size_t client_count; /* both lists */
     sk_listener *listener;
-    sk_tls_ctx *tls;     /* tls:// addresses */
+    sk_tls_ctx *tls; /* tls:// addresses */
     uint64_t handshake_ms;
-    uint64_t drain_ms;   /* --drain-timeout */
+    uint64_t drain_ms; /* --drain-timeout */
     sk_timer *drain;
     sk_timer *stop_timer; /* a service's, while the server stops (echo: who is caught up) */
     int signals_seen;
