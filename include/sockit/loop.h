@@ -39,6 +39,10 @@ int sk_loop_run_once(sk_loop *loop, int timeout_ms);
  * yet: a stop made before sk_loop_run() is not lost). Loop thread only. */
 void sk_loop_stop(sk_loop *loop);
 
+/* One pointer of the user's on the loop (a server that owns it, say): NULL until set. */
+void sk_loop_set_data(sk_loop *loop, void *data);
+void *sk_loop_data(const sk_loop *loop);
+
 /* Milliseconds on the monotonic clock, read again each time a wait ends (before any callback). */
 uint64_t sk_loop_now(const sk_loop *loop);
 

@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "cli.h"
 #include "services/service.h"
 
@@ -84,22 +87,24 @@ static void unlink_client(client **head, client *cl)
 /* Why a client went, when it was not a clean close; named by the address kept from accept. */
 static void log_close(const client *cl, int reason)
 {
-    const server *srv = cl->srv;
+    const server *srv = client_server(cl);
     if (reason == 0)
         return;
+    char name[SK_ADDR_STRLEN];
+    client_name(cl, name, sizeof name);
     if (reason == -EMSGSIZE) {
         log_warn(&srv->log,
                  "%s sent a frame longer than --max-frame (%zu bytes); closed that "
                  "client",
-                 cl->name, srv->opt.max_frame);
+                 name, srv->opt.max_frame);
     } else if (reason == -ETIMEDOUT) {
-        log_info(&srv->log, "%s: idle or stalled longer than allowed; closed", cl->name);
+        log_info(&srv->log, "%s: idle or stalled longer than allowed; closed", name);
     } else if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
         sk_tls_info info;
         sk_tls_describe(cl->conn, &info);
-        log_info(&srv->log, "%s: TLS handshake failed: %s", cl->name, info.error);
+        log_info(&srv->log, "%s: TLS handshake failed: %s", name, info.error);
     } else {
-        log_info(&srv->log, "%s: %s", cl->name, sk_strerror(reason));
+        log_info(&srv->log, "%s: %s", name, sk_strerror(reason));
     }
 }
 
@@ -114,7 +119,7 @@ static void forget_client(server *srv, client *cl)
 
 void server_client_closed(client *cl, int reason)
 {
-    server *srv = cl->srv;
+    server *srv = client_server(cl);
     log_close(cl, reason);
     unlink_client(&srv->clients, cl);
     forget_client(srv, cl);
@@ -126,7 +131,7 @@ void server_client_closed(client *cl, int reason)
 static void handshake_done(sk_conn *c)
 {
     client *cl = sk_conn_data(c);
-    server *srv = cl->srv;
+    server *srv = client_server(cl);
     unlink_client(&srv->handshaking, cl);
     link_client(&srv->clients, cl);
     srv->svc->start(srv, cl);
@@ -141,44 +146,96 @@ static void handshake_closed(sk_conn *c, int reason)
 {
     client *cl = sk_conn_data(c);
     log_close(cl, reason);
-    unlink_client(&cl->srv->handshaking, cl);
-    forget_client(cl->srv, cl);
+    unlink_client(&client_server(cl)->handshaking, cl);
+    forget_client(client_server(cl), cl);
 }
 
 static const sk_conn_callbacks handshake_callbacks = {
     .on_connect = handshake_done, .on_frame = handshake_frame, .on_close = handshake_closed};
 
-/* The peer's name, formatted now: by the close a reset peer has no address any more
- * (getpeername fails), and every message about the client must still say who it was. */
-static void peer_name(sk_conn *c, char *buf, size_t len)
+server *client_server(const client *cl)
 {
-    sk_addr peer;
-    if (sk_conn_peer_addr(c, &peer) == 0 && !sk_addr_is_unix(&peer))
-        sk_addr_format(&peer, buf, len);
-    else
-        snprintf(buf, len, "unix-client-%d", sk_conn_fd(c)); /* Unix peers are unnamed */
+    return sk_loop_data(sk_conn_loop(cl->conn));
 }
 
-/* A client record with its peer's name in the same allocation; NULL when out of memory. */
-static client *new_client(server *srv, sk_conn *c, const char *name)
+/* Who the peer is, captured now (by the close a reset peer has no address any more), in as
+ * few bytes as hold it, for client_name():
+ *   AF_INET   family, port (2), address (4)                  7 bytes
+ *   AF_INET6  family, port (2), address (16), scope id (4)  23 bytes
+ *   AF_UNIX   family, the fd at accept (4): "unix-client-7"  5 bytes (Unix peers are unnamed) */
+#define PEER_MAX 23
+static size_t capture_peer(sk_conn *c, uint8_t out[PEER_MAX])
 {
-    size_t name_size = strlen(name) + 1;
-    client *cl = calloc(1, sizeof *cl + name_size);
+    sk_addr a = {0};
+    if (sk_conn_peer_addr(c, &a) < 0)
+        a.ss.ss_family = AF_UNSPEC; /* gone already: named by its fd, as a Unix peer is */
+    if (a.ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)&a.ss;
+        out[0] = AF_INET;
+        memcpy(out + 1, &in->sin_port, 2);
+        memcpy(out + 3, &in->sin_addr, 4);
+        return 7;
+    }
+    if (a.ss.ss_family == AF_INET6 && a.len >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&a.ss;
+        out[0] = AF_INET6;
+        memcpy(out + 1, &in6->sin6_port, 2);
+        memcpy(out + 3, &in6->sin6_addr, 16);
+        memcpy(out + 19, &in6->sin6_scope_id, 4);
+        return 23;
+    }
+    int fd = sk_conn_fd(c);
+    out[0] = AF_UNIX;
+    memcpy(out + 1, &fd, 4);
+    return 5;
+}
+
+void client_name(const client *cl, char *buf, size_t len)
+{
+    sk_addr a = {0};
+    if (cl->peer[0] == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)(void *)&a.ss;
+        in->sin_family = AF_INET;
+        memcpy(&in->sin_port, cl->peer + 1, 2);
+        memcpy(&in->sin_addr, cl->peer + 3, 4);
+        a.len = sizeof *in;
+    } else if (cl->peer[0] == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)(void *)&a.ss;
+        in6->sin6_family = AF_INET6;
+        memcpy(&in6->sin6_port, cl->peer + 1, 2);
+        memcpy(&in6->sin6_addr, cl->peer + 3, 16);
+        memcpy(&in6->sin6_scope_id, cl->peer + 19, 4);
+        a.len = sizeof *in6;
+    } else {
+        int fd;
+        memcpy(&fd, cl->peer + 1, 4);
+        snprintf(buf, len, "unix-client-%d", fd);
+        return;
+    }
+    sk_addr_format(&a, buf, len);
+}
+
+/* A client record with who its peer is in the same allocation; NULL when out of memory. */
+static client *new_client(sk_conn *c)
+{
+    uint8_t peer[PEER_MAX];
+    size_t n = capture_peer(c, peer);
+    client *cl = calloc(1, sizeof *cl + n);
     if (!cl)
         return NULL;
     cl->conn = c;
-    cl->srv = srv;
-    memcpy(cl->name, name, name_size);
+    memcpy(cl->peer, peer, n);
     return cl;
 }
 
 static void on_accept(sk_listener *l, sk_conn *c)
 {
     server *srv = sk_listener_data(l);
-    char name[SK_ADDR_STRLEN];
-    peer_name(c, name, sizeof name);
-    client *cl = new_client(srv, c, name);
+    client *cl = new_client(c);
     if (!cl) {
+        char name[SK_ADDR_STRLEN];
+        if (sk_conn_peer_name(c, name, sizeof name) < 0)
+            snprintf(name, sizeof name, "fd=%d", sk_conn_fd(c));
         log_warn(&srv->log, "out of memory: refusing %s", name);
         sk_conn_abort(c);
         return;
@@ -199,7 +256,9 @@ static void on_accept(sk_listener *l, sk_conn *c)
     link_client(&srv->handshaking, cl);
     sk_conn_set_callbacks(c, &handshake_callbacks); /* the service starts at on_connect */
     if (sk_tls_start(c, srv->tls, NULL, srv->handshake_ms) < 0) {
-        log_warn(&srv->log, "%s: cannot start TLS: out of memory; dropped that client", cl->name);
+        char name[SK_ADDR_STRLEN];
+        client_name(cl, name, sizeof name);
+        log_warn(&srv->log, "%s: cannot start TLS: out of memory; dropped that client", name);
         sk_conn_abort(c); /* handshake_closed() follows and frees the client */
     }
 }
@@ -430,6 +489,7 @@ int cmd_serve(int argc, char **argv)
     int rc = sk_loop_new(&srv.loop);
     if (rc < 0)
         die(EXIT_RUNTIME, "cannot create the event loop: %s", sk_strerror(rc));
+    sk_loop_set_data(srv.loop, &srv); /* how a client finds its server: client_server() */
     setup_logging(srv.loop, &srv.log, a.verbosity);
     sk_loop_on_signal(srv.loop, SIGINT, on_signal, &srv);
     sk_loop_on_signal(srv.loop, SIGTERM, on_signal, &srv);

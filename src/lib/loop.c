@@ -67,6 +67,7 @@ struct sk_loop {
     /* user-watched descriptors */
     watch *watches;
     sk__events events; /* the sink and the counters (event.c) */
+    void *data;        /* the user's: sk_loop_set_data() */
     uint8_t read_buf[SK__READ_BUF];
 };
 
@@ -559,4 +560,14 @@ SK_API int sk_loop_post(sk_loop *loop, sk_post_cb fn, void *arg)
 sk__events *sk__loop_events(sk_loop *loop)
 {
     return &loop->events;
+}
+
+SK_API void sk_loop_set_data(sk_loop *loop, void *data)
+{
+    loop->data = data;
+}
+
+SK_API void *sk_loop_data(const sk_loop *loop)
+{
+    return loop->data;
 }

@@ -11,7 +11,7 @@
 /* Send "prefix + data" as one frame, in the server's framing, to every client but from. */
 static void broadcast(const client *from, const char *prefix, const void *data, size_t len)
 {
-    server *srv = from->srv;
+    server *srv = client_server(from);
     size_t plen = strlen(prefix);
     size_t total = plen + len;
     sk_frame_kind kind = srv->opt.frame;
@@ -31,10 +31,12 @@ static void broadcast(const client *from, const char *prefix, const void *data, 
         if (cl == from)
             continue;
         if (sk_conn_writev(cl->conn, iov, n) == -ENOBUFS) {
+            char name[SK_ADDR_STRLEN];
+            client_name(cl, name, sizeof name);
             log_warn(&srv->log,
                      "%s is not reading its messages (more than %zu bytes queued); "
                      "disconnecting it",
-                     cl->name, srv->opt.max_queue);
+                     name, srv->opt.max_queue);
             sk_conn_abort(cl->conn);
         }
     }
@@ -43,15 +45,17 @@ static void broadcast(const client *from, const char *prefix, const void *data, 
 static void on_frame(sk_conn *c, const void *data, size_t len)
 {
     client *cl = sk_conn_data(c);
-    char prefix[SK_ADDR_STRLEN + 4];
-    snprintf(prefix, sizeof prefix, "[%s] ", cl->name);
+    char name[SK_ADDR_STRLEN], prefix[SK_ADDR_STRLEN + 4];
+    client_name(cl, name, sizeof name);
+    snprintf(prefix, sizeof prefix, "[%s] ", name);
     broadcast(cl, prefix, data, len);
 }
 
 static void announce(client *cl, const char *what)
 {
-    char line[SK_ADDR_STRLEN + 16];
-    int n = snprintf(line, sizeof line, "%s %s", cl->name, what);
+    char name[SK_ADDR_STRLEN], line[SK_ADDR_STRLEN + 16];
+    client_name(cl, name, sizeof name);
+    int n = snprintf(line, sizeof line, "%s %s", name, what);
     broadcast(cl, "* ", line, (size_t)n);
 }
 

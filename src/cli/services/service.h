@@ -2,7 +2,7 @@
  * clients and shutdown; a service only sets a conn's callbacks and reacts to its frames.
  *
  * All the state of one server is in its server object, which every service callback receives
- * (start and stop directly, the conn callbacks through their client's srv): nothing is kept in
+ * (start and stop directly, the conn callbacks through client_server()): nothing is kept in
  * file-scope or function-scope variables, so two servers, each with its own loop in its own
  * thread, can run in one process. tests/static_state_check keeps it so. */
 #ifndef SOCKIT_SERVICE_H
@@ -17,16 +17,20 @@
 
 typedef struct server server;
 
-/* One per accepted conn, kept by serve.c in a list; the conn's data points here. The peer's
- * name is formatted once, at accept (a reset peer has no address any more by its close), and
- * ends the allocation: an idle client costs 32 bytes and its name ("127.0.0.1:50312" and its
- * NUL: a 64-byte malloc chunk), beside its conn's 80. */
+/* One per accepted conn, kept by serve.c in a list; the conn's data points here. Who the peer
+ * is was captured once, at accept (a reset peer has no address any more by its close), in as
+ * few bytes as hold it, at the end of the allocation: an IPv4 client is a 48-byte malloc chunk
+ * (IPv6: 64), beside its conn's 80. Its server is its loop's data (sk_loop_data). */
 typedef struct client {
     sk_conn *conn;
-    server *srv;
     struct client *prev, *next;
-    char name[]; /* "127.0.0.1:50312", "[::1]:40112", or "unix-client-7" (fd at accept) */
+    uint8_t peer[]; /* see client_name() in serve.c */
 } client;
+
+/* The server the client belongs to. */
+server *client_server(const client *cl);
+/* "127.0.0.1:50312", "[::1]:40112", or "unix-client-7" (a Unix peer, by its fd at accept). */
+void client_name(const client *cl, char *buf, size_t len);
 
 typedef struct server_options {
     const char *message; /* greet */
