@@ -108,6 +108,10 @@ int sk_conn_local_addr(const sk_conn *c, sk_addr *out);
 /* Format the peer's address ("127.0.0.1:50312"); as sk_addr_format. A Unix peer is usually
  * unnamed: "unix:" followed by nothing, so services add the fd themselves when it matters. */
 int sk_conn_peer_name(const sk_conn *c, char *buf, size_t len);
+/* The socket, for getsockopt() and the like. Do not dup() it or pass it to another process:
+ * the conn closes it without first taking it off epoll (close() does that, one system call
+ * fewer per conn), which holds only while no other descriptor shares its open file. (After a
+ * fork() the library always unregisters first: a child may hold it.) */
 int sk_conn_fd(const sk_conn *c);
 sk_loop *sk_conn_loop(const sk_conn *c);
 

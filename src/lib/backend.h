@@ -28,6 +28,9 @@ typedef struct sk__backend_ops {
      * a signal cut the wait short, or -errno. */
     int (*wait)(sk__backend *b, int timeout_ms, uint64_t *now);
     void (*close)(sk__backend *b);
+    /* Closing a descriptor (the last one to its open file) removes its interest by itself, so
+     * an unwatch right before the close can be skipped (epoll: yes). */
+    bool closes_remove;
 } sk__backend_ops;
 
 extern const sk__backend_ops sk__backend_epoll;

@@ -336,6 +336,11 @@ SK_API bool sk_conn_input_pending(const sk_conn *c)
 
 SK_API int sk_conn_peer_addr(const sk_conn *c, sk_addr *out)
 {
+    const sk__accepting *a = sk__loop_accepting(c->loop);
+    if (a->conn == c) { /* in its accept callback: what accept4() said, without a syscall */
+        *out = *a->peer;
+        return 0;
+    }
     out->len = sizeof out->ss;
     return getpeername(sk__conn_socket(c), (struct sockaddr *)&out->ss, &out->len) < 0 ? -errno : 0;
 }

@@ -293,7 +293,7 @@ void sk__conn_finish(sk_conn *c, int reason)
         return;
     c->flags |= F_CLOSED;
     c->close_reason = reason;
-    sk__io_stop(c->loop, &c->io);
+    sk__io_stop_for_close(c->loop, &c->io); /* sk__conn_free() closes it this iteration */
     SK_TRACE(c->loop, "close fd=%d", c->io.fd);
     /* Closed for the loop now (a negative fd; events still queued for it are skipped), and for
      * the kernel right after on_close, so on_close can still ask who the peer was. */

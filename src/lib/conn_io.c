@@ -333,6 +333,10 @@ static void report_eof(sk_conn *c)
 static void peer_eof(sk_conn *c)
 {
     c->flags |= F_PEER_EOF;
+    if ((c->flags & F_CLOSING) && !c->x->out && !(c->flags & F_RESET_WANTED)) {
+        sk__conn_finish(c, c->close_reason); /* done: no interest change before the close */
+        return;
+    }
     sk__conn_update_interest(c);
     if (c->flags & F_CLOSING) {
         if (c->x->out)

@@ -25,6 +25,10 @@ struct sk__io {
 int sk__io_start(sk_loop *loop, sk__io *io, int fd, unsigned events, sk__io_cb cb);
 int sk__io_update(sk_loop *loop, sk__io *io, unsigned events);
 void sk__io_stop(sk_loop *loop, sk__io *io);
+/* Stop, for a descriptor this iteration closes: close() takes it out of epoll, so the
+ * epoll_ctl(DEL) is skipped, unless the process has forked since (a child may hold the same
+ * open file, which would keep it registered after our close). */
+void sk__io_stop_for_close(sk_loop *loop, sk__io *io);
 
 /* ---- work run at the end of the current loop iteration ---- */
 /* The event an io's callback receives for work it deferred: closing callbacks and frees, frames
@@ -79,6 +83,13 @@ void sk__trace(sk_loop *loop, const char *fmt, ...) __attribute__((format(printf
 uint8_t *sk__loop_read_buf(sk_loop *loop);
 
 /* ---- conns made by the listener ---- */
+/* The conn being handed to its accept callback, and the address accept4() gave for it: there
+ * (where a server asks who connected) sk_conn_peer_addr() needs no getpeername(). */
+typedef struct sk__accepting {
+    const sk_conn *conn;
+    const sk_addr *peer;
+} sk__accepting;
+sk__accepting *sk__loop_accepting(sk_loop *loop); /* loop.c: the loop's own */
 int sk__conn_accepted(sk_loop *loop, int fd, sk_conn **out);
 /* Told once when a conn closes (the listener's live counts). Embedded in the counting
  * object, so the conn holds one pointer. */

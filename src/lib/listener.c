@@ -4,6 +4,8 @@
  * Whether an accepted socket becomes a conn is admit.c's decision; making the socket is sock.c's.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,10 @@ struct sk_listener {
     uint64_t accepted, fd_pauses;
     sk__admit *adm; /* NULL once closed */
     int last_fd_error;
+    /* TCP_NODELAY is set on the listening socket; Linux hands it to every accepted socket.
+     * The first accept checks that (one getsockopt); only where it did not does each accept
+     * set it (one setsockopt per connection). */
+    enum { NODELAY_UNKNOWN, NODELAY_INHERITED, NODELAY_PER_ACCEPT } nodelay;
     sk__ratelog log;
 };
 
@@ -75,6 +81,21 @@ static void pause_for_descriptors(sk_listener *l, int err)
 
 /* ---------------------------------------------------------------- accepting */
 
+static void set_nodelay(sk_listener *l, int fd, int family)
+{
+    if (family == AF_UNIX || l->nodelay == NODELAY_INHERITED)
+        return;
+    if (l->nodelay == NODELAY_UNKNOWN) {
+        int on = 0;
+        socklen_t len = sizeof on;
+        bool inherited = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len) == 0 && on;
+        l->nodelay = inherited ? NODELAY_INHERITED : NODELAY_PER_ACCEPT;
+        if (inherited)
+            return;
+    }
+    sk__sock_nodelay(fd, family);
+}
+
 static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss, socklen_t len)
 {
     sk_addr peer = {.ss = *ss, .len = len};
@@ -87,7 +108,7 @@ static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss
     int rc = sk__admit_check(l->adm, fd, &peer, &slot);
     if (rc == SK__REFUSED)
         return;
-    sk__sock_nodelay(fd, ss->ss_family);
+    set_nodelay(l, fd, ss->ss_family);
     sk_conn *c;
     if (rc < 0 || sk__conn_accepted(l->loop, fd, &c) < 0) {
         sk__count(&sk__loop_events(l->loop)->n.refused[SK_REFUSE_NO_MEMORY], 1);
@@ -105,8 +126,10 @@ static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss
     sk__conn_set_release(c, slot);
     l->accepted++;
     sk__count(&sk__loop_events(l->loop)->n.accepted, 1);
+    *sk__loop_accepting(l->loop) = (sk__accepting){.conn = c, .peer = &peer};
     sk__emit(l->loop, &(sk_event){.kind = SK_EV_ACCEPTED, .listener = l, .conn = c});
     l->on_accept(l, c);
+    *sk__loop_accepting(l->loop) = (sk__accepting){0};
 }
 
 static void listener_ready(sk__io *io, unsigned events)
@@ -154,6 +177,7 @@ static int open_socket(sk_loop *loop, const sk_addr *addr, const sk_listen_optio
         return err;
     }
     sk__sock_v6only(fd, family, o->v6only);
+    sk__sock_nodelay(fd, family); /* for the accepted sockets, which inherit it (set_nodelay) */
     int rc = sk__sock_bind(loop, fd, SOCK_STREAM, addr);
     int backlog = o->backlog > 0 ? o->backlog : SOMAXCONN;
     if (rc == 0 && listen(fd, backlog) < 0)

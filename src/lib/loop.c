@@ -68,6 +68,7 @@ struct sk_loop {
     watch *watches;
     sk__events events; /* the sink and the counters (event.c) */
     void *data;        /* the user's: sk_loop_set_data() */
+    sk__accepting accepting;
     uint8_t read_buf[SK__READ_BUF];
 };
 
@@ -99,6 +100,30 @@ void sk__io_stop(sk_loop *loop, sk__io *io)
     sk__io_update(loop, io, 0);
 }
 
+/* Set in the parent at every fork(): from then on descriptors may be shared with a child. */
+static atomic_bool forked;
+static pthread_once_t fork_watch = PTHREAD_ONCE_INIT;
+
+static void note_fork(void)
+{
+    atomic_store(&forked, true);
+}
+
+static void watch_forks(void)
+{
+    pthread_atfork(NULL, note_fork, note_fork);
+}
+
+void sk__io_stop_for_close(sk_loop *loop, sk__io *io)
+{
+    if (io->events && !atomic_load_explicit(&forked, memory_order_relaxed) &&
+        loop->backend->closes_remove) {
+        io->events = 0; /* the close that follows unregisters it */
+        return;
+    }
+    sk__io_stop(loop, io);
+}
+
 static void post_ready(sk__io *io, unsigned events);
 static void signal_ready(sk__io *io, unsigned events);
 static void run_tasks(sk_loop *loop);
@@ -120,6 +145,7 @@ static const sk__backend_ops *choose_backend(void)
 
 SK_API int sk_loop_new(sk_loop **out)
 {
+    pthread_once(&fork_watch, watch_forks);
     const sk__backend_ops *be = choose_backend();
     if (!be)
         return SK_ERR_BACKEND;
@@ -570,4 +596,9 @@ SK_API void sk_loop_set_data(sk_loop *loop, void *data)
 SK_API void *sk_loop_data(const sk_loop *loop)
 {
     return loop->data;
+}
+
+sk__accepting *sk__loop_accepting(sk_loop *loop)
+{
+    return &loop->accepting;
 }

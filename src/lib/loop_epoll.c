@@ -97,4 +97,5 @@ const sk__backend_ops sk__backend_epoll = {
     .unwatch = epoll_unwatch,
     .wait = epoll_wait_and_run,
     .close = epoll_close,
+    .closes_remove = true,
 };

@@ -821,3 +821,34 @@ TEST(listener_refusal_summary_after_interval)
     tserver_close(&s);
     sk_loop_free(loop);
 }
+
+/* ---------------------------------------------------------------- TCP_NODELAY */
+
+#include <netinet/tcp.h>
+
+static int nodelay_of(int fd)
+{
+    int on = -1;
+    socklen_t len = sizeof on;
+    return getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len) == 0 ? on : -1;
+}
+
+TEST(listener_accepted_sockets_have_nodelay)
+{
+    /* Set once on the listening socket (Linux passes it on), or per accept where it is not
+     * passed on: either way every accepted socket has it, the first and the later ones. */
+    sk_loop *loop;
+    REQUIRE(sk_loop_new(&loop) == 0);
+    tserver s;
+    tserver_init(&s, loop);
+    REQUIRE(tserver_listen(&s, NULL, NULL) == 0);
+    int a = raw_connect(&s.addr), b = raw_connect(&s.addr), c = raw_connect(&s.addr);
+    CHECK(tserver_wait_accept(&s, 3, 5000));
+    for (int i = 0; i < s.naccepted; i++)
+        CHECK(nodelay_of(sk_conn_fd(s.conns[i].conn)) == 1);
+    close(a);
+    close(b);
+    close(c);
+    tserver_close(&s);
+    sk_loop_free(loop);
+}
