@@ -3,6 +3,7 @@
 #define SOCKIT_H
 
 #include "addr.h"
+#include "bridge.h"
 #include "cidr.h"
 #include "conn.h"
 #include "dgram.h"

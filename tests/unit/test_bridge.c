@@ -1,0 +1,169 @@
+/* Bridges: two conns joined. The outside ends are raw sockets the test controls: `client`
+ * connects to a listener whose conn is side a; side b connects to a raw listening socket whose
+ * accepted end is `target`. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "util.h"
+
+typedef struct fixture {
+    sk_loop *loop;
+    sk_listener *l;
+    sk_conn *a, *b;
+    bool b_up, done;
+    sk_bridge_result r;
+    int client, target, target_listener;
+} fixture;
+
+static void keep_accepted(sk_listener *l, sk_conn *c)
+{
+    fixture *f = sk_listener_data(l);
+    f->a = c;
+}
+
+static void b_connected(sk_conn *c)
+{
+    fixture *f = sk_conn_data(c);
+    f->b_up = true;
+}
+
+static void b_frame(sk_conn *c, const void *data, size_t len)
+{
+    (void)c, (void)data, (void)len; /* nothing arrives before the join */
+}
+
+static const sk_conn_callbacks b_callbacks = {.on_connect = b_connected, .on_frame = b_frame};
+
+static void bridge_done(sk_bridge *br, const sk_bridge_result *r, void *arg)
+{
+    (void)br;
+    fixture *f = arg;
+    f->r = *r;
+    f->done = true;
+}
+
+static bool have_a(void *arg)
+{
+    return ((fixture *)arg)->a != NULL;
+}
+
+/* Everything up and joined: client <-> a ~ b <-> target. */
+static bool fixture_open(fixture *f)
+{
+    memset(f, 0, sizeof *f);
+    f->client = f->target = f->target_listener = -1;
+    if (sk_loop_new(&f->loop) != 0)
+        return false;
+    sk_addr any, front, back;
+    sk_addr_from_ip(&any, "127.0.0.1", 0);
+    if (sk_listener_open(f->loop, &any, NULL, keep_accepted, f, &f->l) != 0)
+        return false;
+    sk_listener_addr(f->l, &front);
+    f->target_listener = raw_listen(AF_INET, 4, &back);
+    f->client = raw_connect(&front);
+    if (f->target_listener < 0 || f->client < 0 ||
+        sk_conn_connect(f->loop, &back, 5000, &b_callbacks, f, &f->b) != 0)
+        return false;
+    if (!run_until(f->loop, &f->b_up, 5000) || !run_until_fn(f->loop, have_a, f, 5000))
+        return false;
+    f->target = accept4(f->target_listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    return f->target >= 0 && sk_bridge_join(f->a, f->b, bridge_done, f, NULL) == 0;
+}
+
+static void fixture_close(fixture *f)
+{
+    int fds[] = {f->client, f->target, f->target_listener};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    if (f->l)
+        sk_listener_close(f->l);
+    if (f->loop) {
+        run_until(f->loop, &f->done, 3000);
+        sk_loop_run_once(f->loop, 0);
+        sk_loop_free(f->loop);
+    }
+}
+
+TEST(bridge_carries_bytes_both_ways_and_half_closes)
+{
+    fixture f;
+    REQUIRE(fixture_open(&f));
+    char buf[64];
+    int end;
+    REQUIRE(raw_send_all(f.loop, f.client, "hello", 5, 5000) == 0);
+    CHECK(raw_recv(f.loop, f.target, buf, 5, 5000, &end) == 5 && memcmp(buf, "hello", 5) == 0);
+    REQUIRE(raw_send_all(f.loop, f.target, "world!", 6, 5000) == 0);
+    CHECK(raw_recv(f.loop, f.client, buf, 6, 5000, &end) == 6 && memcmp(buf, "world!", 6) == 0);
+
+    /* the client's FIN reaches the target; the target's direction still flows */
+    shutdown(f.client, SHUT_WR);
+    CHECK(raw_recv(f.loop, f.target, buf, 1, 5000, &end) == 0 && end == RAW_EOF);
+    REQUIRE(raw_send_all(f.loop, f.target, "late", 4, 5000) == 0);
+    CHECK(raw_recv(f.loop, f.client, buf, 4, 5000, &end) == 4 && memcmp(buf, "late", 4) == 0);
+    CHECK(!f.done);
+    /* and the target's FIN ends the bridge, cleanly on both sides */
+    shutdown(f.target, SHUT_WR);
+    CHECK(raw_recv(f.loop, f.client, buf, 1, 5000, &end) == 0 && end == RAW_EOF);
+    CHECK(run_until(f.loop, &f.done, 5000));
+    CHECK(f.r.a_reason == 0 && f.r.b_reason == 0);
+    CHECK(f.r.a_to_b == 5 && f.r.b_to_a == 10);
+    fixture_close(&f);
+}
+
+TEST(bridge_carries_a_reset)
+{
+    fixture f;
+    REQUIRE(fixture_open(&f));
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(f.target, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(f.target); /* RST */
+    f.target = -1;
+    CHECK(raw_wait_end(f.loop, f.client, 5000, NULL) == -ECONNRESET);
+    CHECK(run_until(f.loop, &f.done, 5000));
+    CHECK(f.r.b_reason == -ECONNRESET);
+    fixture_close(&f);
+}
+
+TEST(bridge_backpressure_bounds_memory)
+{
+    /* The target reads nothing: the bridge stops reading the client once b's queue passes
+     * its high watermark, so what it holds stays bounded while the client pushes 16 MiB. */
+    enum { TOTAL = 16 << 20, CHUNK = 65536 };
+    fixture f;
+    REQUIRE(fixture_open(&f));
+    unsigned char *buf = malloc(CHUNK);
+    REQUIRE(buf);
+    size_t sent = 0, max_queued = 0;
+    uint64_t deadline = util_now_ms() + 3000;
+    while (sent < TOTAL && util_now_ms() < deadline) {
+        fill_pattern(buf, CHUNK, sent);
+        ssize_t n = send(f.client, buf, CHUNK, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0)
+            sent += (size_t)n; /* a partial send: the pattern restarts at sent next time */
+        sk_loop_run_once(f.loop, n > 0 ? 0 : 10);
+        size_t q = sk_conn_queued_bytes(f.b);
+        max_queued = q > max_queued ? q : max_queued;
+    }
+    CHECK(sent < TOTAL);                    /* the client was held back */
+    CHECK(max_queued <= 64 * 1024 + CHUNK); /* high watermark plus one read */
+    printf("  client pushed %zu KiB before it was held back; b's queue peaked at %zu KiB\n",
+           sent / 1024, max_queued / 1024);
+    /* now the target reads: everything arrives, in order */
+    shutdown(f.client, SHUT_WR);
+    size_t got = 0;
+    int end = RAW_GOT;
+    while (got < sent && end == RAW_GOT) {
+        size_t want = sent - got < CHUNK ? sent - got : CHUNK;
+        size_t n = raw_recv(f.loop, f.target, buf, want, 5000, &end);
+        CHECK(check_pattern(buf, n, got) == n);
+        got += n;
+    }
+    CHECK(got == sent);
+    free(buf);
+    fixture_close(&f);
+}
