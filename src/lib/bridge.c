@@ -54,11 +54,6 @@ static void on_eof(sk_conn *c)
     }
 }
 
-static bool is_reset(int reason)
-{
-    return reason == -ECONNRESET || reason == -EPIPE || reason == -ECONNABORTED;
-}
-
 static void on_close(sk_conn *c, int reason)
 {
     side *s = sk_conn_data(c);
@@ -66,7 +61,7 @@ static void on_close(sk_conn *c, int reason)
     s->closed = true;
     s->reason = reason;
     if (!o->closed) {
-        if (is_reset(reason))
+        if (sk_close_cause_of(reason) == SK_CLOSE_RESET)
             sk_conn_abort(o->conn);
         else
             sk_conn_close(o->conn);

@@ -337,17 +337,11 @@ static void peer_eof(sk_conn *c)
         sk__conn_finish(c, c->close_reason); /* done: no interest change before the close */
         return;
     }
-    sk__conn_update_interest(c);
-    if (c->flags & F_CLOSING) {
-        if (c->x->out)
-            return;
-        if (c->flags & F_RESET_WANTED)
-            sk__conn_reset_soon(c);
-        else
-            sk__conn_finish(c, c->close_reason);
-        return;
-    }
-    report_eof(c);
+    sk__conn_update_interest(c); /* no more reading: the FIN is in */
+    if (!(c->flags & F_CLOSING))
+        report_eof(c);
+    else if (!c->x->out)
+        sk__conn_reset_soon(c); /* F_RESET_WANTED: once what we sent is acknowledged */
 }
 
 void sk__conn_on_readable(sk_conn *c)
