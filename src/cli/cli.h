@@ -31,6 +31,13 @@ void spec_name(const sk_addrspec *spec, char *buf, size_t len);
  * (sockit connect | head) ends the program quietly with status 0. */
 void write_stdout(const void *data, size_t len);
 
+/* --allow/--deny: add the range text to *list (exit 2 naming option on a bad one). */
+void add_cidr(const char *option, const char *text, sk_cidr **list, size_t *n);
+/* Open a listener on spec or exit 1 with a message naming the address and the fix; bound gets
+ * the address really bound ("127.0.0.1:40123"). */
+void listen_or_die(sk_loop *loop, const sk_addrspec *spec, const sk_listen_options *lo,
+                   sk_accept_cb cb, void *arg, sk_listener **out, char *bound, size_t len);
+
 /* Parse option values; on bad input they exit with status 2 and a message naming option. */
 uint64_t parse_count(const char *option, const char *text, uint64_t min, uint64_t max);
 /* Seconds, with a fraction allowed ("0.5"); returns milliseconds. */
@@ -94,5 +101,6 @@ int connect_udp(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_relay(int argc, char **argv); /* relay.c */
 
 #endif

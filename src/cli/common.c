@@ -276,3 +276,38 @@ void setup_logging(sk_loop *loop, logger *lg, verbosity v)
     lg->level = v;
     sk_loop_set_events(loop, v == VERBOSITY_VERBOSE ? SK_EVENTS_TRACE : 0, log_event, lg);
 }
+
+void add_cidr(const char *option, const char *text, sk_cidr **list, size_t *n)
+{
+    char err[160];
+    sk_cidr c;
+    if (sk_cidr_parse(text, &c, err, sizeof err) < 0)
+        die(EXIT_USAGE, "%s: bad range '%s': %s", option, text, err);
+    sk_cidr *grown = realloc(*list, (*n + 1) * sizeof **list);
+    if (!grown)
+        die(EXIT_RUNTIME, "out of memory");
+    grown[(*n)++] = c;
+    *list = grown;
+}
+
+void listen_or_die(sk_loop *loop, const sk_addrspec *spec, const sk_listen_options *lo,
+                   sk_accept_cb cb, void *arg, sk_listener **out, char *bound, size_t len)
+{
+    char name[SK_ADDR_STRLEN + 128];
+    int rc = sk_listener_open_spec(loop, spec, lo, cb, arg, out);
+    spec_name(spec, name, sizeof name);
+    if (rc == SK_ERR_NONAME || rc == SK_ERR_NODATA || rc == SK_ERR_DNSFAIL)
+        die(EXIT_RUNTIME, "cannot resolve '%s': %s%s", spec->host, sk_strerror(rc),
+            hint_for(rc, false, 0));
+    if (rc == -ENOENT && spec->is_unix)
+        die(EXIT_RUNTIME,
+            "cannot listen on %s: the directory does not exist (create it, or "
+            "choose a path in an existing directory)",
+            name);
+    if (rc < 0)
+        die(EXIT_RUNTIME, "cannot listen on %s: %s%s", name, sk_strerror(rc),
+            hint_for(rc, spec->is_unix, spec->port));
+    sk_addr a;
+    sk_listener_addr(*out, &a);
+    sk_addr_format(&a, bound, len);
+}

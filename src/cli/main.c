@@ -16,6 +16,7 @@ static const char usage[] =
     "commands:\n"
     "  serve [ADDRESS]     run a server: greet, echo, chat, discard or source\n"
     "  connect [ADDRESS]   connect and copy standard input and output, like nc\n"
+    "  relay LISTEN TARGET  forward connections or datagrams to targets, balanced\n"
     "  bench ADDRESS       load a server and measure it: echo, connect, bulk, idle\n"
     "\n"
     "ADDRESS is HOST:PORT, [IPV6]:PORT, :PORT (every interface), PORT or unix:PATH,\n"
@@ -62,10 +63,12 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "connect"))
         return cmd_connect(argc - 1, argv + 1);
+    if (!strcmp(cmd, "relay"))
+        return cmd_relay(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 1, argv + 1);
     die(EXIT_USAGE,
-        "unknown command '%s' (the commands are serve, connect and bench; see "
+        "unknown command '%s' (the commands are serve, connect, relay and bench; see "
         "'sockit --help')",
         cmd);
 }

@@ -358,19 +358,6 @@ typedef struct serve_args {
     size_t nallow, ndeny;
 } serve_args;
 
-static void add_cidr(const char *option, const char *text, sk_cidr **list, size_t *n)
-{
-    char err[160];
-    sk_cidr c;
-    if (sk_cidr_parse(text, &c, err, sizeof err) < 0)
-        die(EXIT_USAGE, "%s: bad range '%s': %s", option, text, err);
-    sk_cidr *grown = realloc(*list, (*n + 1) * sizeof **list);
-    if (!grown)
-        die(EXIT_RUNTIME, "out of memory");
-    grown[(*n)++] = c;
-    *list = grown;
-}
-
 static void parse_args(int argc, char **argv, server *srv, serve_args *a)
 {
     srv->svc = &service_greet;
@@ -452,22 +439,7 @@ static void open_listener(server *srv, const serve_args *a, const sk_addrspec *w
         lo.full_message = "server full\n";
         lo.per_ip_message = "too many connections from your address\n";
     }
-    int rc = sk_listener_open_spec(srv->loop, &spec, &lo, on_accept, srv, &srv->listener);
-    spec_name(&spec, name, sizeof name);
-    if (rc == SK_ERR_NONAME || rc == SK_ERR_NODATA || rc == SK_ERR_DNSFAIL)
-        die(EXIT_RUNTIME, "cannot resolve '%s': %s%s", spec.host, sk_strerror(rc),
-            hint_for(rc, false, 0));
-    if (rc == -ENOENT && spec.is_unix)
-        die(EXIT_RUNTIME,
-            "cannot listen on %s: the directory does not exist (create it, or "
-            "choose a path in an existing directory)",
-            name);
-    if (rc < 0)
-        die(EXIT_RUNTIME, "cannot listen on %s: %s%s", name, sk_strerror(rc),
-            hint_for(rc, spec.is_unix, spec.port));
-    sk_addr bound;
-    sk_listener_addr(srv->listener, &bound);
-    sk_addr_format(&bound, name, sizeof name);
+    listen_or_die(srv->loop, &spec, &lo, on_accept, srv, &srv->listener, name, sizeof name);
     /* The scheme is printed, as for udp://, so the line pasted into connect speaks TLS. */
     log_notice(&srv->log, "listening on %s%s", srv->tls ? "tls://" : "", name);
 }

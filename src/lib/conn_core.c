@@ -367,3 +367,20 @@ void sk__conn_begin_close(sk_conn *c)
         sk__conn_after_flush(c);
     sk__conn_update_interest(c);
 }
+
+void sk__conn_unsplice(sk_conn *c)
+{
+    sk__splice *sp = c->x->sp;
+    if (!sp)
+        return;
+    if (sp->to && sp->to->x->sp)
+        sp->to->x->sp->from = NULL;
+    if (sp->from && sp->from->x->sp)
+        sp->from->x->sp->to = NULL;
+    if (sp->pipe_r >= 0) {
+        close(sp->pipe_r);
+        close(sp->pipe_w);
+    }
+    free(sp);
+    c->x->sp = NULL;
+}

@@ -28,6 +28,17 @@ typedef struct outq {
     uint8_t data[];
 } outq;
 
+/* A conn joined to another by splice (bridge.c, conn_splice.c). The pipe is this conn's
+ * output on its way from `from`'s socket to ours; `to` is the conn whose pipe our input goes
+ * into. Made at sk__conn_splice_to(); the pipe itself at the first byte. */
+typedef struct sk__splice {
+    sk_conn *to, *from;
+    int pipe_r, pipe_w; /* -1 until the first byte */
+    uint32_t len, cap;  /* bytes in the pipe, and its size */
+    uint32_t want;      /* the size to ask for */
+    uint64_t moved_in;  /* bytes read from our socket into to's pipe */
+} sk__splice;
+
 /* What only some conns need: settings that differ from the defaults, a deadline, buffered
  * bytes, layers. A new conn points at the shared read-only defaults (sk__conn_defaults) and
  * gets its own copy the first time it writes one of these (sk__conn_own), so an idle conn
@@ -37,6 +48,7 @@ typedef struct sk__conn_cold {
     uint32_t in_len, in_cap;
     outq *out;
     sk__layer *top; /* the top of the layer stack; NULL: the socket alone */
+    sk__splice *sp; /* joined by splice; NULL: not */
     sk_timer *timer;
     uint64_t last_active;
     uint32_t max_frame;
@@ -57,6 +69,16 @@ struct sk_conn {
     uint8_t frame_kind;
     int close_reason;
 };
+
+/* Output waits: in the queue, or in the splice pipe. */
+static inline bool sk__conn_has_output(const sk_conn *c)
+{
+    return c->x->out || (c->x->sp && c->x->sp->len);
+}
+static inline size_t sk__conn_pipe_bytes(const sk_conn *c)
+{
+    return c->x->sp ? c->x->sp->len : 0;
+}
 
 /* ---- conn_core.c ---- */
 extern const sk__conn_cold sk__conn_defaults;
@@ -89,6 +111,23 @@ void sk__conn_count_in(sk_conn *c, size_t n);
 void sk__conn_count_out(sk_conn *c, size_t n);
 /* SK_EV_CLOSED and the close counters, once, just before on_close. */
 void sk__conn_report_close(sk_conn *c);
+
+/* Undo c's splice links both ways, close its pipe (what it holds is lost) and free it. */
+void sk__conn_unsplice(sk_conn *c);
+
+/* ---- conn_splice.c ---- */
+/* From now on a's input goes into b's pipe (pipe_size 0: the default), or back to the copy
+ * (b NULL; what a's old target still holds in its pipe is still delivered). 0 or -ENOMEM. */
+int sk__conn_splice_to(sk_conn *a, sk_conn *b, size_t pipe_size);
+/* The splice path turned itself off: read with recv() instead (no byte was lost). */
+#define SK__SPLICE_OFF (-ENOSYS)
+/* Move what a's socket has into its target's pipe: bytes, 0 at the peer's FIN, -EAGAIN,
+ * SK__SPLICE_OFF, or a failure code. */
+ssize_t sk__splice_in(sk_conn *a);
+/* Move c's pipe into its socket: bytes, -EAGAIN, or a failure code. */
+ssize_t sk__splice_out(sk_conn *c);
+/* Bytes read from c's socket by splice so far. */
+uint64_t sk__conn_spliced_bytes(const sk_conn *c);
 
 /* ---- conn_io.c ---- */
 void sk__conn_flush(sk_conn *c);

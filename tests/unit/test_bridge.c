@@ -71,7 +71,7 @@ static bool fixture_open(fixture *f)
     if (!run_until(f->loop, &f->b_up, 5000) || !run_until_fn(f->loop, have_a, f, 5000))
         return false;
     f->target = accept4(f->target_listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    return f->target >= 0 && sk_bridge_join(f->a, f->b, bridge_done, f, NULL) == 0;
+    return f->target >= 0 && sk_bridge_join(f->a, f->b, NULL, bridge_done, f, NULL) == 0;
 }
 
 static void fixture_close(fixture *f)
