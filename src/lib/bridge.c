@@ -16,7 +16,7 @@ typedef struct side {
     void *filter_arg;
     int reason;
     uint64_t spliced_at_close; /* sk__conn_spliced_bytes() when the conn closed */
-    bool eof, closed, spliced, ever_spliced;
+    bool eof, closed, spliced;
 } side;
 
 struct sk_bridge {
@@ -110,7 +110,7 @@ static void on_close(sk_conn *c, int reason)
                           .b_reason = br->s[1].reason,
                           .a_to_b = a_to_b,
                           .b_to_a = b_to_a,
-                          .spliced = br->s[0].ever_spliced || br->s[1].ever_spliced};
+                          .spliced = br->s[0].spliced_at_close || br->s[1].spliced_at_close};
     if (br->done)
         br->done(br, &r, br->arg);
     free(br);
@@ -153,11 +153,7 @@ SK_API int sk_bridge_join(sk_conn *a, sk_conn *b, const sk_bridge_options *opts,
     br->arg = arg;
     sk_conn *conns[2] = {a, b};
     for (int i = 0; i < 2; i++) {
-        br->s[i] = (side){.conn = conns[i],
-                          .other = &br->s[1 - i],
-                          .br = br,
-                          .spliced = splice,
-                          .ever_spliced = splice};
+        br->s[i] = (side){.conn = conns[i], .other = &br->s[1 - i], .br = br, .spliced = splice};
         sk_conn_set_data(conns[i], &br->s[i]);
         sk_conn_set_callbacks(conns[i], &side_callbacks);
         sk_conn_resume_reading(conns[i]);

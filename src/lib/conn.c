@@ -185,7 +185,7 @@ SK_API void sk_conn_shutdown(sk_conn *c)
     if (c->flags & (F_CLOSING | F_CLOSED | F_SHUT_WANTED))
         return;
     c->flags |= F_SHUT_WANTED;
-    if (!c->x->out && !(c->flags & (F_CONNECTING | F_STARTING)))
+    if (!sk__conn_has_output(c) && !(c->flags & (F_CONNECTING | F_STARTING)))
         sk__conn_after_flush(c);
 }
 
@@ -299,7 +299,7 @@ static void conn_io(sk__io *io, unsigned events)
             sk__defer(c->loop, &c->io);
         return;
     }
-    if ((events & SK_WRITABLE) && c->x->out)
+    if ((events & SK_WRITABLE) && sk__conn_has_output(c))
         sk__conn_flush(c);
     if ((events & SK_READABLE) && !(c->flags & F_CLOSED) && (c->io.events & SK_READABLE))
         sk__conn_on_readable(c);

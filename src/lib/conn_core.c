@@ -93,6 +93,8 @@ void sk__conn_free(sk_conn *c)
             below = l->below;
             l->ops->destroy(l);
         }
+        sk__conn_unsplice(c);
+        free(c->x->sp);
         free(c->x->in);
         free(c->x->out);
         free(c->x);
@@ -140,7 +142,8 @@ static void timer_fired(sk_timer *t, void *arg)
 {
     (void)t;
     sk_conn *c = arg;
-    if ((c->flags & (F_CLOSING | F_RESET_WANTED)) == (F_CLOSING | F_RESET_WANTED) && !c->x->out) {
+    if ((c->flags & (F_CLOSING | F_RESET_WANTED)) == (F_CLOSING | F_RESET_WANTED) &&
+        !sk__conn_has_output(c)) {
         sk__conn_reset_soon(c);
         return;
     }
@@ -154,7 +157,7 @@ static void timer_fired(sk_timer *t, void *arg)
     if (c->flags & F_CLOSING) {
         /* The peer would not take our data or send its FIN in time. What was flushed stays
          * delivered; what is still queued is lost either way, so say so. */
-        sk__conn_finish(c, c->x->out ? -ETIMEDOUT : c->close_reason);
+        sk__conn_finish(c, sk__conn_has_output(c) ? -ETIMEDOUT : c->close_reason);
         return;
     }
     sk__conn_finish(c, -ETIMEDOUT);
@@ -188,7 +191,7 @@ void sk__conn_update_interest(sk_conn *c)
         bool reading = sk__conn_reading(c);
         if (reading)
             want |= SK_READABLE;
-        if (c->x->out)
+        if (sk__conn_has_output(c))
             want |= SK_WRITABLE;
         /* A layer may need the other direction (a record to read before a write, or the
          * reverse). */
@@ -303,6 +306,8 @@ void sk__conn_finish(sk_conn *c, int reason)
     c->release = NULL;
     if (c->x->timer)
         sk_timer_stop(c->x->timer);
+    if (c->x->sp) /* the other side must not splice into a closed conn's pipe, nor from it */
+        sk__conn_unsplice(c);
     sk__defer(c->loop, &c->io);
 }
 
@@ -363,7 +368,7 @@ void sk__conn_begin_close(sk_conn *c)
     c->flags |= F_CLOSING;
     sk__conn_touch(c);
     sk__conn_arm_timer(c, c->x->linger_ms);
-    if (!c->x->out)
+    if (!sk__conn_has_output(c))
         sk__conn_after_flush(c);
     sk__conn_update_interest(c);
 }
@@ -377,10 +382,11 @@ void sk__conn_unsplice(sk_conn *c)
         sp->to->x->sp->from = NULL;
     if (sp->from && sp->from->x->sp)
         sp->from->x->sp->to = NULL;
+    sp->to = sp->from = NULL;
     if (sp->pipe_r >= 0) {
         close(sp->pipe_r);
         close(sp->pipe_w);
     }
-    free(sp);
-    c->x->sp = NULL;
+    sp->pipe_r = sp->pipe_w = -1;
+    sp->len = 0;
 }

@@ -112,7 +112,8 @@ void sk__conn_count_out(sk_conn *c, size_t n);
 /* SK_EV_CLOSED and the close counters, once, just before on_close. */
 void sk__conn_report_close(sk_conn *c);
 
-/* Undo c's splice links both ways, close its pipe (what it holds is lost) and free it. */
+/* Undo c's splice links both ways and close its pipe (what it holds is lost); the counts stay
+ * until the conn is freed. */
 void sk__conn_unsplice(sk_conn *c);
 
 /* ---- conn_splice.c ---- */

@@ -84,7 +84,7 @@ SK_API int sk_conn_writev(sk_conn *c, const struct iovec *iov, int iovcnt)
     if (queued + total > c->x->limit)
         return -ENOBUFS;
     size_t sent = 0;
-    if (!c->x->out && !(c->flags & (F_CONNECTING | F_STARTING))) {
+    if (!sk__conn_has_output(c) && !(c->flags & (F_CONNECTING | F_STARTING))) {
         ssize_t n = conn_writev(c, iov, iovcnt);
         if (n < 0 && n != -EAGAIN) {
             sk__conn_fail(c, (int)n);
@@ -138,7 +138,27 @@ SK_API int sk_conn_write_frame(sk_conn *c, const void *data, size_t len)
 
 SK_API size_t sk_conn_queued_bytes(const sk_conn *c)
 {
-    return c->x->out ? c->x->out->len : 0;
+    return (c->x->out ? c->x->out->len : 0) + sk__conn_pipe_bytes(c);
+}
+
+/* What the splice pipe holds goes out before the queue: while a conn is spliced nothing is
+ * queued (a write waits behind the pipe), so this is the order the bytes came in. 0, or the
+ * conn failed. */
+static int flush_pipe(sk_conn *c)
+{
+    while (sk__conn_pipe_bytes(c)) {
+        ssize_t n = sk__splice_out(c);
+        if (n == -EAGAIN)
+            return 0;
+        if (n < 0) {
+            sk__conn_fail(c, (int)n);
+            return -1;
+        }
+        SK_TRACE(c->loop, "splice fd=%d %zd bytes out", c->io.fd, n);
+        sk__conn_count_out(c, (size_t)n);
+        sk__conn_touch(c);
+    }
+    return 0;
 }
 
 SK_API bool sk_conn_writable(const sk_conn *c)
@@ -149,7 +169,9 @@ SK_API bool sk_conn_writable(const sk_conn *c)
 /* The socket took more: send what is queued until the kernel's buffer is full again. */
 void sk__conn_flush(sk_conn *c)
 {
-    outq *q = c->x->out;
+    if (c->x->sp && flush_pipe(c) < 0)
+        return;
+    outq *q = sk__conn_pipe_bytes(c) ? NULL : c->x->out;
     while (q && q->len) {
         struct iovec iov = {.iov_base = q->data + q->head, .iov_len = q->len};
         ssize_t n = conn_writev(c, &iov, 1);
@@ -169,7 +191,7 @@ void sk__conn_flush(sk_conn *c)
         free(q);
         c->x->out = NULL;
     }
-    size_t queued = c->x->out ? c->x->out->len : 0;
+    size_t queued = sk_conn_queued_bytes(c);
     if ((c->flags & F_ABOVE_HIGH) && queued <= c->x->low) {
         c->flags &= (uint16_t)~F_ABOVE_HIGH;
         if (c->cb->on_drain && !(c->flags & (F_CLOSING | F_CLOSED)))
@@ -177,7 +199,7 @@ void sk__conn_flush(sk_conn *c)
     }
     if (c->flags & F_CLOSED)
         return;
-    if (!c->x->out)
+    if (!sk__conn_has_output(c))
         sk__conn_after_flush(c);
     sk__conn_update_interest(c);
 }
@@ -326,26 +348,62 @@ static void report_eof(sk_conn *c)
     else
         sk__conn_begin_close(c);
     /* Both directions are done and the user kept the conn: nothing more can happen on it. */
-    if (!(c->flags & (F_CLOSING | F_CLOSED)) && !c->x->out)
+    if (!(c->flags & (F_CLOSING | F_CLOSED)) && !sk__conn_has_output(c))
         sk__conn_after_flush(c);
 }
 
 static void peer_eof(sk_conn *c)
 {
     c->flags |= F_PEER_EOF;
-    if ((c->flags & F_CLOSING) && !c->x->out && !(c->flags & F_RESET_WANTED)) {
+    if ((c->flags & F_CLOSING) && !sk__conn_has_output(c) && !(c->flags & F_RESET_WANTED)) {
         sk__conn_finish(c, c->close_reason); /* done: no interest change before the close */
         return;
     }
     sk__conn_update_interest(c); /* no more reading: the FIN is in */
     if (!(c->flags & F_CLOSING))
         report_eof(c);
-    else if (!c->x->out)
+    else if (!sk__conn_has_output(c))
         sk__conn_reset_soon(c); /* F_RESET_WANTED: once what we sent is acknowledged */
+}
+
+/* The socket's bytes go into the joined conn's pipe, and on from there at once; reading stops
+ * while that conn is above its high watermark, as the bridge's copy path does (its on_drain
+ * resumes it). 1: handled; 0: splice turned itself off, read as usual. */
+static int splice_readable(sk_conn *c)
+{
+    ssize_t n = sk__splice_in(c);
+    if (n == SK__SPLICE_OFF)
+        return 0;
+    if (n == -EAGAIN)
+        return 1;
+    if (n < 0) {
+        sk__conn_fail(c, (int)n);
+        return 1;
+    }
+    if (n == 0) {
+        SK_TRACE(c->loop, "splice fd=%d eof", c->io.fd);
+        peer_eof(c);
+        return 1;
+    }
+    SK_TRACE(c->loop, "splice fd=%d %zd bytes in", c->io.fd, n);
+    sk__conn_count_in(c, (size_t)n);
+    sk__conn_touch(c);
+    sk_conn *to = c->x->sp->to;
+    if (sk__conn_pipe_bytes(to) > to->x->high)
+        to->flags |= F_ABOVE_HIGH;
+    sk__conn_flush(to);
+    /* The flush may have closed either conn (a reset, which unlinks them): look again. */
+    if (!(c->flags & F_CLOSED) && c->x->sp->to && !sk_conn_writable(to)) {
+        c->flags |= F_PAUSED;
+        sk__conn_update_interest(c);
+    }
+    return 1;
 }
 
 void sk__conn_on_readable(sk_conn *c)
 {
+    if (c->x->sp && c->x->sp->to && !(c->flags & F_CLOSING) && splice_readable(c))
+        return;
     size_t room = SK__READ_BUF;
     uint8_t *buf = (c->flags & F_CLOSING) ? sk__loop_read_buf(c->loop) : read_target(c, &room);
     if (room == 0) {

@@ -15,7 +15,10 @@ typedef struct fixture {
     sk_listener *l;
     sk_conn *a, *b;
     bool b_up, done;
+    sk_bridge *br;
     sk_bridge_result r;
+    int ends;          /* on_end calls */
+    int end_reason[2]; /* per direction */
     int client, target, target_listener;
 } fixture;
 
@@ -51,8 +54,15 @@ static bool have_a(void *arg)
     return ((fixture *)arg)->a != NULL;
 }
 
-/* Everything up and joined: client <-> a ~ b <-> target. */
-static bool fixture_open(fixture *f)
+static void side_ended(sk_bridge *br, sk_bridge_dir dir, int reason, void *arg)
+{
+    fixture *f = arg;
+    f->ends++;
+    f->end_reason[dir] = reason;
+}
+
+/* Everything up and joined: client <-> a ~ b <-> target. flags: sk_bridge_options.flags. */
+static bool fixture_open(fixture *f, unsigned flags)
 {
     memset(f, 0, sizeof *f);
     f->client = f->target = f->target_listener = -1;
@@ -71,7 +81,8 @@ static bool fixture_open(fixture *f)
     if (!run_until(f->loop, &f->b_up, 5000) || !run_until_fn(f->loop, have_a, f, 5000))
         return false;
     f->target = accept4(f->target_listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    return f->target >= 0 && sk_bridge_join(f->a, f->b, NULL, bridge_done, f, NULL) == 0;
+    sk_bridge_options o = {.flags = flags, .on_end = side_ended};
+    return f->target >= 0 && sk_bridge_join(f->a, f->b, &o, bridge_done, f, &f->br) == 0;
 }
 
 static void fixture_close(fixture *f)
@@ -89,10 +100,25 @@ static void fixture_close(fixture *f)
     }
 }
 
-TEST(bridge_carries_bytes_both_ways_and_half_closes)
+/* Each behaviour is checked on both paths: splice (plain sockets, the default) and copy. */
+#define BOTH_PATHS(name)                                                                           \
+    static void name(unsigned flags);                                                              \
+    TEST(name##_spliced)                                                                           \
+    {                                                                                              \
+        name(0);                                                                                   \
+    }                                                                                              \
+    TEST(name##_copied)                                                                            \
+    {                                                                                              \
+        name(SK_BRIDGE_NO_SPLICE);                                                                 \
+    }                                                                                              \
+    static void name(unsigned flags)
+
+BOTH_PATHS(bridge_carries_bytes_both_ways_and_half_closes)
 {
     fixture f;
-    REQUIRE(fixture_open(&f));
+    REQUIRE(fixture_open(&f, flags));
+    CHECK(sk_bridge_spliced(f.br, SK_BRIDGE_A_TO_B) == !flags);
+    CHECK(sk_bridge_spliced(f.br, SK_BRIDGE_B_TO_A) == !flags);
     char buf[64];
     int end;
     REQUIRE(raw_send_all(f.loop, f.client, "hello", 5, 5000) == 0);
@@ -112,13 +138,15 @@ TEST(bridge_carries_bytes_both_ways_and_half_closes)
     CHECK(run_until(f.loop, &f.done, 5000));
     CHECK(f.r.a_reason == 0 && f.r.b_reason == 0);
     CHECK(f.r.a_to_b == 5 && f.r.b_to_a == 10);
+    CHECK(f.r.spliced == !flags);
+    CHECK(f.ends == 2 && f.end_reason[0] == 0 && f.end_reason[1] == 0); /* a FIN each way */
     fixture_close(&f);
 }
 
-TEST(bridge_carries_a_reset)
+BOTH_PATHS(bridge_carries_a_reset)
 {
     fixture f;
-    REQUIRE(fixture_open(&f));
+    REQUIRE(fixture_open(&f, flags));
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(f.target, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(f.target); /* RST */
@@ -126,16 +154,17 @@ TEST(bridge_carries_a_reset)
     CHECK(raw_wait_end(f.loop, f.client, 5000, NULL) == -ECONNRESET);
     CHECK(run_until(f.loop, &f.done, 5000));
     CHECK(f.r.b_reason == -ECONNRESET);
+    CHECK(f.end_reason[SK_BRIDGE_B_TO_A] == -ECONNRESET);
     fixture_close(&f);
 }
 
-TEST(bridge_backpressure_bounds_memory)
+BOTH_PATHS(bridge_backpressure_bounds_memory)
 {
     /* The target reads nothing: the bridge stops reading the client once b's queue passes
      * its high watermark, so what it holds stays bounded while the client pushes 16 MiB. */
     enum { TOTAL = 16 << 20, CHUNK = 65536 };
     fixture f;
-    REQUIRE(fixture_open(&f));
+    REQUIRE(fixture_open(&f, flags));
     unsigned char *buf = malloc(CHUNK);
     REQUIRE(buf);
     size_t sent = 0, max_queued = 0;
@@ -151,8 +180,8 @@ TEST(bridge_backpressure_bounds_memory)
     }
     CHECK(sent < TOTAL);                    /* the client was held back */
     CHECK(max_queued <= 64 * 1024 + CHUNK); /* high watermark plus one read */
-    printf("  client pushed %zu KiB before it was held back; b's queue peaked at %zu KiB\n",
-           sent / 1024, max_queued / 1024);
+    printf("  %s: client pushed %zu KiB before it was held back; b's queue peaked at %zu KiB\n",
+           flags ? "copy" : "splice", sent / 1024, max_queued / 1024);
     /* now the target reads: everything arrives, in order */
     shutdown(f.client, SHUT_WR);
     size_t got = 0;
@@ -165,5 +194,88 @@ TEST(bridge_backpressure_bounds_memory)
     }
     CHECK(got == sent);
     free(buf);
+    fixture_close(&f);
+}
+
+/* A filter that upper-cases what the client sends and forwards the FIN behind it. */
+static void upper_filter(sk_bridge *br, sk_bridge_dir dir, const void *data, size_t len, void *arg)
+{
+    int *calls = arg;
+    (*calls)++;
+    char buf[256];
+    if (!data) {
+        sk_bridge_forward(br, dir, NULL, 0);
+        return;
+    }
+    for (size_t i = 0; i < len && i < sizeof buf; i++) {
+        char ch = ((const char *)data)[i];
+        buf[i] = ch >= 'a' && ch <= 'z' ? (char)(ch - 32) : ch;
+    }
+    sk_bridge_forward(br, dir, buf, len < sizeof buf ? len : sizeof buf);
+}
+
+TEST(bridge_filter_changes_bytes_and_forwards_the_fin)
+{
+    /* Set on a spliced bridge: that direction turns to the copy; the other stays spliced. */
+    fixture f;
+    REQUIRE(fixture_open(&f, 0));
+    int calls = 0;
+    REQUIRE(sk_bridge_set_filter(f.br, SK_BRIDGE_A_TO_B, upper_filter, &calls) == 0);
+    CHECK(!sk_bridge_spliced(f.br, SK_BRIDGE_A_TO_B));
+    CHECK(sk_bridge_spliced(f.br, SK_BRIDGE_B_TO_A));
+    char buf[64];
+    int end;
+    REQUIRE(raw_send_all(f.loop, f.client, "hello", 5, 5000) == 0);
+    CHECK(raw_recv(f.loop, f.target, buf, 5, 5000, &end) == 5 && memcmp(buf, "HELLO", 5) == 0);
+    REQUIRE(raw_send_all(f.loop, f.target, "back", 4, 5000) == 0);
+    CHECK(raw_recv(f.loop, f.client, buf, 4, 5000, &end) == 4 && memcmp(buf, "back", 4) == 0);
+    shutdown(f.client, SHUT_WR);
+    CHECK(raw_recv(f.loop, f.target, buf, 1, 5000, &end) == 0 && end == RAW_EOF);
+    CHECK(calls == 2); /* the bytes, then the FIN */
+    shutdown(f.target, SHUT_WR);
+    CHECK(run_until(f.loop, &f.done, 5000));
+    CHECK(f.r.a_to_b == 5 && f.r.b_to_a == 4);
+    fixture_close(&f);
+}
+
+/* A filter that keeps what it gets and holds the reading: a link that delivers later. */
+typedef struct held {
+    sk_bridge *br;
+    char data[64];
+    size_t len;
+    bool fin;
+} held;
+
+static void holding_filter(sk_bridge *br, sk_bridge_dir dir, const void *data, size_t len,
+                           void *arg)
+{
+    held *h = arg;
+    h->br = br;
+    if (!data) {
+        h->fin = true;
+        return;
+    }
+    size_t n = len < sizeof h->data - h->len ? len : sizeof h->data - h->len;
+    memcpy(h->data + h->len, data, n);
+    h->len += n;
+    sk_bridge_hold(br, dir, true);
+}
+
+TEST(bridge_filter_can_hold_and_forward_later)
+{
+    fixture f;
+    REQUIRE(fixture_open(&f, SK_BRIDGE_NO_SPLICE));
+    held h = {0};
+    REQUIRE(sk_bridge_set_filter(f.br, SK_BRIDGE_A_TO_B, holding_filter, &h) == 0);
+    char buf[64];
+    int end;
+    REQUIRE(raw_send_all(f.loop, f.client, "later", 5, 5000) == 0);
+    for (int i = 0; i < 100 && h.len < 5; i++)
+        sk_loop_run_once(f.loop, 10);
+    CHECK(h.len == 5);
+    CHECK(raw_recv(f.loop, f.target, buf, 5, 50, &end) == 0 && end == -ETIMEDOUT); /* held */
+    CHECK(sk_bridge_forward(f.br, SK_BRIDGE_A_TO_B, h.data, h.len) == 0);
+    sk_bridge_hold(f.br, SK_BRIDGE_A_TO_B, false);
+    CHECK(raw_recv(f.loop, f.target, buf, 5, 5000, &end) == 5 && memcmp(buf, "later", 5) == 0);
     fixture_close(&f);
 }
