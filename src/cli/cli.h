@@ -38,6 +38,22 @@ void add_cidr(const char *option, const char *text, sk_cidr **list, size_t *n);
 void listen_or_die(sk_loop *loop, const sk_addrspec *spec, const sk_listen_options *lo,
                    sk_accept_cb cb, void *arg, sk_listener **out, char *bound, size_t len);
 
+/* Standard input on the loop (stdin_watch.c): ready(arg) is called while reading is wanted and
+ * input may be there (a pipe or terminal is watched; a regular file, which epoll refuses, is
+ * pumped from a timer). The caller reads STDIN_FILENO itself. */
+typedef struct stdin_watch {
+    sk_loop *loop;
+    void (*ready)(void *arg);
+    void *arg;
+    sk_timer *file_timer; /* a regular file */
+    bool is_file, registered, watching;
+} stdin_watch;
+/* Start watching, wanting input; then say what is wanted (exit 1 with a message if standard
+ * input cannot be watched). */
+void stdin_watch_start(stdin_watch *w, sk_loop *loop, void (*ready)(void *arg), void *arg);
+void stdin_watch_want(stdin_watch *w, bool want);
+void stdin_watch_stop(stdin_watch *w);
+
 /* Parse option values; on bad input they exit with status 2 and a message naming option. */
 uint64_t parse_count(const char *option, const char *text, uint64_t min, uint64_t max);
 /* Seconds, with a fraction allowed ("0.5"); returns milliseconds. */

@@ -62,8 +62,8 @@ typedef struct client_state {
     int addr_count, addr_next;
     uint64_t timeout_ms, idle_ms;
     bool close_on_eof;
-    bool stdin_watched, stdin_done, stdin_is_file, connected, peer_done;
-    sk_timer *file_pump;
+    bool stdin_done, connected, peer_done;
+    stdin_watch in;
     sk_timer *quiet; /* after the server's FIN: standard input quiet for too long */
     sk_tls_ctx *tls;
     char tls_name[256]; /* verified and sent as SNI */
@@ -121,12 +121,7 @@ static void quiet_fired(sk_timer *t, void *arg)
     sk_conn_close(st->conn);
 }
 
-static void stdin_ready(sk_loop *loop, int fd, unsigned events, void *arg)
-{
-    pump_stdin(arg);
-}
-
-static void file_pump_fired(sk_timer *t, void *arg)
+static void stdin_ready(void *arg)
 {
     pump_stdin(arg);
 }
@@ -134,32 +129,13 @@ static void file_pump_fired(sk_timer *t, void *arg)
 /* Read standard input only while the connection can take more. */
 static void stdin_interest(client_state *st)
 {
-    bool want = st->connected && !st->stdin_done && sk_conn_writable(st->conn);
-    if (st->stdin_is_file) {
-        /* epoll cannot watch a regular file (it is always readable): pump it on a timer. */
-        if (want)
-            sk_timer_start(st->file_pump, 0, 0);
-        else
-            sk_timer_stop(st->file_pump);
-        return;
-    }
-    if (want != st->stdin_watched) {
-        sk_loop_watch_modify(st->loop, STDIN_FILENO, want ? SK_READABLE : 0);
-        st->stdin_watched = want;
-    }
+    if (st->in.loop)
+        stdin_watch_want(&st->in, st->connected && !st->stdin_done && sk_conn_writable(st->conn));
 }
 
 static void start_stdin(client_state *st)
 {
-    int rc = sk_loop_watch(st->loop, STDIN_FILENO, SK_READABLE, stdin_ready, st);
-    if (rc == -EPERM) {
-        st->stdin_is_file = true;
-        sk_timer_new(st->loop, file_pump_fired, st, &st->file_pump);
-    } else if (rc < 0) {
-        die(EXIT_RUNTIME, "cannot watch standard input: %s", sk_strerror(rc));
-    } else {
-        st->stdin_watched = true;
-    }
+    stdin_watch_start(&st->in, st->loop, stdin_ready, st);
     stdin_interest(st);
 }
 
@@ -440,9 +416,8 @@ int cmd_connect(int argc, char **argv)
     /* Free everything, so leak checkers see a clean exit. */
     if (st.conn)
         sk_conn_abort(st.conn);
-    if (st.stdin_watched || (st.connected && !st.stdin_is_file))
-        sk_loop_unwatch(st.loop, STDIN_FILENO);
-    sk_timer_free(st.file_pump);
+    if (st.in.loop)
+        stdin_watch_stop(&st.in);
     sk_timer_free(st.quiet);
     sk_loop_free(st.loop);
     sk_tls_ctx_free(st.tls);

@@ -247,8 +247,9 @@ typedef struct udp_client {
     size_t max_dgram;
     uint8_t *in; /* standard input not yet sent: lines waiting for room, an unfinished line */
     size_t in_len;
-    bool stdin_done, stdin_watched, stdin_is_file, split_warned, waiting;
-    sk_timer *file_pump, *reply_timer;
+    bool stdin_done, split_warned, waiting;
+    stdin_watch watch;
+    sk_timer *reply_timer;
     uint64_t sent, replies, unmatched; /* unmatched: duplicates, or replies nobody asked for */
     reply_match match;
     int exit_status;
@@ -367,12 +368,7 @@ static void pump_stdin(udp_client *c)
     send_input(c);
 }
 
-static void stdin_ready(sk_loop *loop, int fd, unsigned events, void *arg)
-{
-    pump_stdin(arg);
-}
-
-static void file_pump_fired(sk_timer *t, void *arg)
+static void stdin_ready(void *arg)
 {
     pump_stdin(arg);
 }
@@ -380,19 +376,9 @@ static void file_pump_fired(sk_timer *t, void *arg)
 /* Read standard input only when what was read before has gone and the socket takes more. */
 static void stdin_interest(udp_client *c)
 {
-    bool want = !c->stdin_done && sk_dgram_writable(c->d) && IN_CAP - c->in_len >= IN_READ;
-    if (c->stdin_is_file) {
-        /* epoll cannot watch a regular file (it is always readable): pump it on a timer. */
-        if (want)
-            sk_timer_start(c->file_pump, 0, 0);
-        else
-            sk_timer_stop(c->file_pump);
-        return;
-    }
-    if (want != c->stdin_watched) {
-        sk_loop_watch_modify(c->loop, STDIN_FILENO, want ? SK_READABLE : 0);
-        c->stdin_watched = want;
-    }
+    if (c->watch.loop)
+        stdin_watch_want(&c->watch, !c->stdin_done && sk_dgram_writable(c->d) &&
+                                        IN_CAP - c->in_len >= IN_READ);
 }
 
 static void client_datagram(sk_dgram *d, const sk_datagram *dg)
@@ -483,16 +469,7 @@ static void open_client(udp_client *c, const char *text)
 
 static void start_stdin(udp_client *c)
 {
-    int rc = sk_loop_watch(c->loop, STDIN_FILENO, SK_READABLE, stdin_ready, c);
-    if (rc == -EPERM) {
-        c->stdin_is_file = true;
-        if (sk_timer_new(c->loop, file_pump_fired, c, &c->file_pump) < 0)
-            die(EXIT_RUNTIME, "out of memory");
-    } else if (rc < 0) {
-        die(EXIT_RUNTIME, "cannot watch standard input: %s", sk_strerror(rc));
-    } else {
-        c->stdin_watched = true;
-    }
+    stdin_watch_start(&c->watch, c->loop, stdin_ready, c);
     stdin_interest(c);
 }
 
@@ -556,9 +533,7 @@ int connect_udp(int argc, char **argv)
         die(EXIT_RUNTIME, "event loop failed: %s", sk_strerror(rc));
     /* Free everything, so leak checkers see a clean exit. */
     sk_dgram_close(c->d);
-    if (!c->stdin_is_file)
-        sk_loop_unwatch(c->loop, STDIN_FILENO);
-    sk_timer_free(c->file_pump);
+    stdin_watch_stop(&c->watch);
     sk_timer_free(c->reply_timer);
     sk_loop_free(c->loop);
     free(c->in);
