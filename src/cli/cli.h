@@ -54,6 +54,14 @@ void stdin_watch_start(stdin_watch *w, sk_loop *loop, void (*ready)(void *arg), 
 void stdin_watch_want(stdin_watch *w, bool want);
 void stdin_watch_stop(stdin_watch *w);
 
+/* A peer's address kept in as few bytes as hold it (7 for IPv4, 23 for IPv6, 5 for a Unix
+ * peer, named by its fd), captured at accept: by its close a reset peer has no address any
+ * more. peer_capture() returns the bytes used. */
+#define PEER_MAX 23
+size_t peer_capture(sk_conn *c, uint8_t out[PEER_MAX]);
+/* "127.0.0.1:50312", "[::1]:40112", or "unix-client-7". */
+void peer_format(const uint8_t *peer, char *buf, size_t len);
+
 /* Parse option values; on bad input they exit with status 2 and a message naming option. */
 uint64_t parse_count(const char *option, const char *text, uint64_t min, uint64_t max);
 /* Seconds, with a fraction allowed ("0.5"); returns milliseconds. */

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
+
 #include "cli.h"
 
 /* prefix + the formatted text + newline, as one write(2) of at most LOG_LINE_MAX bytes (see
@@ -310,4 +312,60 @@ void listen_or_die(sk_loop *loop, const sk_addrspec *spec, const sk_listen_optio
     sk_addr a;
     sk_listener_addr(*out, &a);
     sk_addr_format(&a, bound, len);
+}
+
+/* Who the peer is, captured now (by the close a reset peer has no address any more), in as
+ * few bytes as hold it, for peer_format():
+ *   AF_INET   family, port (2), address (4)                  7 bytes
+ *   AF_INET6  family, port (2), address (16), scope id (4)  23 bytes
+ *   AF_UNIX   family, the fd at accept (4): "unix-client-7"  5 bytes (Unix peers are unnamed) */
+size_t peer_capture(sk_conn *c, uint8_t out[PEER_MAX])
+{
+    sk_addr a = {0};
+    if (sk_conn_peer_addr(c, &a) < 0)
+        a.ss.ss_family = AF_UNSPEC; /* gone already: named by its fd, as a Unix peer is */
+    if (a.ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)&a.ss;
+        out[0] = AF_INET;
+        memcpy(out + 1, &in->sin_port, 2);
+        memcpy(out + 3, &in->sin_addr, 4);
+        return 7;
+    }
+    if (a.ss.ss_family == AF_INET6 && a.len >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&a.ss;
+        out[0] = AF_INET6;
+        memcpy(out + 1, &in6->sin6_port, 2);
+        memcpy(out + 3, &in6->sin6_addr, 16);
+        memcpy(out + 19, &in6->sin6_scope_id, 4);
+        return 23;
+    }
+    int fd = sk_conn_fd(c);
+    out[0] = AF_UNIX;
+    memcpy(out + 1, &fd, 4);
+    return 5;
+}
+
+void peer_format(const uint8_t *peer, char *buf, size_t len)
+{
+    sk_addr a = {0};
+    if (peer[0] == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)(void *)&a.ss;
+        in->sin_family = AF_INET;
+        memcpy(&in->sin_port, peer + 1, 2);
+        memcpy(&in->sin_addr, peer + 3, 4);
+        a.len = sizeof *in;
+    } else if (peer[0] == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)(void *)&a.ss;
+        in6->sin6_family = AF_INET6;
+        memcpy(&in6->sin6_port, peer + 1, 2);
+        memcpy(&in6->sin6_addr, peer + 3, 16);
+        memcpy(&in6->sin6_scope_id, peer + 19, 4);
+        a.len = sizeof *in6;
+    } else {
+        int fd;
+        memcpy(&fd, peer + 1, 4);
+        snprintf(buf, len, "unix-client-%d", fd);
+        return;
+    }
+    sk_addr_format(&a, buf, len);
 }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,11 +69,11 @@ typedef struct pair {
     sk_conn *client, *target; /* target: NULL between attempts */
     sk_bridge *br;            /* once joined */
     struct pair *prev, *next;
-    uint64_t tried; /* bit i: target i failed for this client */
-    size_t target_index;
-    int addr_index; /* the address of the target being tried */
+    uint64_t tried;       /* bit i: target i failed for this client */
+    uint8_t target_index; /* < RELAY_MAX_TARGETS */
+    uint8_t addr_index;   /* the address of the target being tried, < RELAY_TARGET_ADDRS */
     bool target_chosen;
-    char name[SK_ADDR_STRLEN];
+    uint8_t peer[PEER_MAX]; /* the client, captured at accept: see peer_format() */
 } pair;
 
 struct relay {
@@ -111,6 +112,39 @@ static void forget(relay *r, pair *p)
         sk_loop_stop(r->loop);
 }
 
+/* A line about one pair, named by its client: with -v only (pair_info), or unless -q. The name
+ * is formatted only when the line is written. */
+__attribute__((format(printf, 3, 0))) static void pair_line(const pair *p, verbosity at,
+                                                            const char *fmt, va_list ap)
+{
+    const logger *lg = &p->r->log;
+    if (lg->level < at)
+        return;
+    char name[SK_ADDR_STRLEN], text[LOG_LINE_MAX];
+    peer_format(p->peer, name, sizeof name);
+    vsnprintf(text, sizeof text, fmt, ap);
+    if (at == VERBOSITY_VERBOSE)
+        log_info(lg, "%s: %s", name, text);
+    else
+        log_warn(lg, "%s: %s", name, text);
+}
+
+__attribute__((format(printf, 2, 3))) static void pair_info(const pair *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pair_line(p, VERBOSITY_VERBOSE, fmt, ap);
+    va_end(ap);
+}
+
+__attribute__((format(printf, 2, 3))) static void pair_warn(const pair *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pair_line(p, VERBOSITY_NORMAL, fmt, ap);
+    va_end(ap);
+}
+
 /* ---------------------------------------------------------------- joined: the bridge */
 
 static const char *end_text(int reason)
@@ -125,9 +159,7 @@ static const char *end_text(int reason)
 static void pair_end(sk_bridge *br, sk_bridge_dir dir, int reason, void *arg)
 {
     pair *p = arg;
-    relay *r = p->r;
-    log_info(&r->log, "%s: %s from the %s", p->name, end_text(reason),
-             dir == SK_BRIDGE_A_TO_B ? "client" : "target");
+    pair_info(p, "%s from the %s", end_text(reason), dir == SK_BRIDGE_A_TO_B ? "client" : "target");
 }
 
 static void pair_done(sk_bridge *br, const sk_bridge_result *res, void *arg)
@@ -136,11 +168,10 @@ static void pair_done(sk_bridge *br, const sk_bridge_result *res, void *arg)
     relay *r = p->r;
     relay_target *t = target_of(r, p);
     t->active--;
-    log_info(&r->log, "%s: closed; %llu bytes to %s, %llu bytes back (%s)", p->name,
-             (unsigned long long)res->a_to_b, t->text, (unsigned long long)res->b_to_a,
-             res->spliced ? "spliced" : "copied");
+    pair_info(p, "closed; %llu bytes to %s, %llu bytes back (%s)", (unsigned long long)res->a_to_b,
+              t->text, (unsigned long long)res->b_to_a, res->spliced ? "spliced" : "copied");
     if (res->a_reason == -ETIMEDOUT || res->b_reason == -ETIMEDOUT)
-        log_info(&r->log, "%s: idle longer than --idle-timeout; closed", p->name);
+        pair_info(p, "idle longer than --idle-timeout; closed");
     forget(r, p);
 }
 
@@ -148,13 +179,13 @@ static void join(relay *r, pair *p)
 {
     sk_bridge_options o = {.flags = r->a->no_splice ? SK_BRIDGE_NO_SPLICE : 0, .on_end = pair_end};
     if (sk_bridge_join(p->client, p->target, &o, pair_done, p, &p->br) < 0) {
-        log_warn(&r->log, "%s: out of memory: dropped that client", p->name);
+        pair_warn(p, "out of memory: dropped that client");
         sk_conn_abort(p->target);
         sk_conn_abort(p->client); /* client_closed_early() frees the pair */
         return;
     }
-    log_info(&r->log, "%s: joined to %s (%s)", p->name, target_of(r, p)->text,
-             sk_bridge_spliced(p->br, SK_BRIDGE_A_TO_B) ? "splice" : "copy");
+    pair_info(p, "joined to %s (%s)", target_of(r, p)->text,
+              sk_bridge_spliced(p->br, SK_BRIDGE_A_TO_B) ? "splice" : "copy");
 }
 
 /* ---------------------------------------------------------------- connecting to a target */
@@ -165,7 +196,7 @@ static void target_up(sk_conn *c)
 {
     pair *p = sk_conn_data(c);
     relay *r = p->r;
-    log_info(&r->log, "%s: connected to %s", p->name, target_of(r, p)->text);
+    pair_info(p, "connected to %s", target_of(r, p)->text);
     if (r->tls_out)
         tls_cli_describe(&r->log, c, "target");
     join(r, p);
@@ -205,11 +236,11 @@ static void fail_over(relay *r, pair *p, const char *why)
         tried[i] = p->tried >> i & 1;
     long next = relay_pick_next(&r->a->pool, tried, sk_loop_now(r->loop));
     if (next < 0) {
-        log_warn(&r->log, "%s: every target failed; closed that client", p->name);
+        pair_warn(p, "every target failed; closed that client");
         sk_conn_abort(p->client); /* a reset: the client's connection did not go through */
         return;
     }
-    p->target_index = (size_t)next;
+    p->target_index = (uint8_t)next;
     p->addr_index = 0;
     target_of(r, p)->active++;
     try_target(r, p);
@@ -229,7 +260,7 @@ static void target_failed(sk_conn *c, int reason)
     }
     char why[320];
     failure_text(c, reason, why, sizeof why);
-    log_info(&r->log, "%s: %s: %s", p->name, target_of(r, p)->text, why);
+    pair_info(p, "%s: %s", target_of(r, p)->text, why);
     if (++p->addr_index < target_of(r, p)->addr_count)
         try_target(r, p);
     else
@@ -246,9 +277,11 @@ static void try_target(relay *r, pair *p)
     relay_target *t = target_of(r, p);
     for (; p->addr_index < t->addr_count; p->addr_index++) {
         const sk_addr *addr = &t->addrs[p->addr_index];
-        char where[SK_ADDR_STRLEN];
-        sk_addr_format(addr, where, sizeof where);
-        log_info(&r->log, "%s: to %s (%s)", p->name, t->text, where);
+        if (r->log.level == VERBOSITY_VERBOSE) {
+            char where[SK_ADDR_STRLEN];
+            sk_addr_format(addr, where, sizeof where);
+            pair_info(p, "to %s (%s)", t->text, where);
+        }
         int rc = sk_conn_connect(r->loop, addr, r->a->connect_timeout_ms, &target_callbacks, p,
                                  &p->target);
         if (rc == 0 && r->tls_out && t->spec.scheme == SK_SCHEME_TLS) {
@@ -262,7 +295,7 @@ static void try_target(relay *r, pair *p)
         }
         if (rc == 0)
             return;
-        log_info(&r->log, "%s: %s: %s", p->name, t->text, sk_strerror(rc));
+        pair_info(p, "%s: %s", t->text, sk_strerror(rc));
     }
     /* Every address failed at once (no route, out of descriptors). */
     p->target = NULL;
@@ -273,7 +306,7 @@ static void try_target(relay *r, pair *p)
 
 static void start_pair(relay *r, pair *p)
 {
-    p->target_index = relay_pick(&r->a->pool, sk_loop_now(r->loop));
+    p->target_index = (uint8_t)relay_pick(&r->a->pool, sk_loop_now(r->loop));
     relay_target *t = target_of(r, p);
     p->target_chosen = true;
     t->active++;
@@ -304,7 +337,7 @@ static void client_closed_early(sk_conn *c, int reason)
     if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
         sk_tls_info info;
         sk_tls_describe(c, &info);
-        log_info(&r->log, "%s: TLS handshake failed: %s", p->name, info.error);
+        pair_info(p, "TLS handshake failed: %s", info.error);
     }
     if (p->target) {
         sk_conn_abort(p->target); /* target_failed() forgets the pair */
@@ -329,8 +362,7 @@ static void on_accept(sk_listener *l, sk_conn *c)
     }
     p->r = r;
     p->client = c;
-    if (sk_conn_peer_name(c, p->name, sizeof p->name) < 0)
-        snprintf(p->name, sizeof p->name, "unix-client-%d", sk_conn_fd(c));
+    peer_capture(c, p->peer);
     p->next = r->pairs;
     if (r->pairs)
         r->pairs->prev = p;
@@ -340,7 +372,7 @@ static void on_accept(sk_listener *l, sk_conn *c)
     sk_conn_set_callbacks(c, &client_callbacks);
     if (r->a->idle_ms)
         sk_conn_set_idle_timeout(c, r->a->idle_ms);
-    log_info(&r->log, "%s: accepted", p->name);
+    pair_info(p, "accepted");
     if (r->tls_in) {
         /* The target is chosen once the handshake is done (client_ready). */
         if (sk_tls_start(c, r->tls_in, NULL, r->handshake_ms) < 0)

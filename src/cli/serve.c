@@ -158,68 +158,16 @@ server *client_server(const client *cl)
     return sk_loop_data(sk_conn_loop(cl->conn));
 }
 
-/* Who the peer is, captured now (by the close a reset peer has no address any more), in as
- * few bytes as hold it, for client_name():
- *   AF_INET   family, port (2), address (4)                  7 bytes
- *   AF_INET6  family, port (2), address (16), scope id (4)  23 bytes
- *   AF_UNIX   family, the fd at accept (4): "unix-client-7"  5 bytes (Unix peers are unnamed) */
-#define PEER_MAX 23
-static size_t capture_peer(sk_conn *c, uint8_t out[PEER_MAX])
-{
-    sk_addr a = {0};
-    if (sk_conn_peer_addr(c, &a) < 0)
-        a.ss.ss_family = AF_UNSPEC; /* gone already: named by its fd, as a Unix peer is */
-    if (a.ss.ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)&a.ss;
-        out[0] = AF_INET;
-        memcpy(out + 1, &in->sin_port, 2);
-        memcpy(out + 3, &in->sin_addr, 4);
-        return 7;
-    }
-    if (a.ss.ss_family == AF_INET6 && a.len >= sizeof(struct sockaddr_in6)) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&a.ss;
-        out[0] = AF_INET6;
-        memcpy(out + 1, &in6->sin6_port, 2);
-        memcpy(out + 3, &in6->sin6_addr, 16);
-        memcpy(out + 19, &in6->sin6_scope_id, 4);
-        return 23;
-    }
-    int fd = sk_conn_fd(c);
-    out[0] = AF_UNIX;
-    memcpy(out + 1, &fd, 4);
-    return 5;
-}
-
 void client_name(const client *cl, char *buf, size_t len)
 {
-    sk_addr a = {0};
-    if (cl->peer[0] == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)(void *)&a.ss;
-        in->sin_family = AF_INET;
-        memcpy(&in->sin_port, cl->peer + 1, 2);
-        memcpy(&in->sin_addr, cl->peer + 3, 4);
-        a.len = sizeof *in;
-    } else if (cl->peer[0] == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)(void *)&a.ss;
-        in6->sin6_family = AF_INET6;
-        memcpy(&in6->sin6_port, cl->peer + 1, 2);
-        memcpy(&in6->sin6_addr, cl->peer + 3, 16);
-        memcpy(&in6->sin6_scope_id, cl->peer + 19, 4);
-        a.len = sizeof *in6;
-    } else {
-        int fd;
-        memcpy(&fd, cl->peer + 1, 4);
-        snprintf(buf, len, "unix-client-%d", fd);
-        return;
-    }
-    sk_addr_format(&a, buf, len);
+    peer_format(cl->peer, buf, len);
 }
 
 /* A client record with who its peer is in the same allocation; NULL when out of memory. */
 static client *new_client(sk_conn *c)
 {
     uint8_t peer[PEER_MAX];
-    size_t n = capture_peer(c, peer);
+    size_t n = peer_capture(c, peer);
     client *cl = calloc(1, sizeof *cl + n);
     if (!cl)
         return NULL;
