@@ -73,6 +73,17 @@ typedef struct sk_bridge_options {
  * NULL. */
 int sk_bridge_join(sk_conn *a, sk_conn *b, const sk_bridge_options *opts, sk_bridge_done_cb done,
                    void *arg, sk_bridge **out);
+/* Join a to a pair of descriptors, as a command joins a connection to its standard input and
+ * output: what a reads is written to out_fd, what in_fd gives is written to a (in_fd's end is
+ * a FIN to a; a's FIN ends only that direction), with the same backpressure and ends. A pipe,
+ * a terminal or a regular file each way (a file is read in chunks from the loop, as epoll
+ * cannot watch one). The descriptors are never closed nor their flags changed: they may be
+ * shared with other processes (a terminal), so on a blocking out_fd a write waits for its
+ * reader, as cat's would. Side b of the bridge is the descriptors: its reason is a failure to
+ * read or write them (-EPIPE: out_fd's reader went away). 0, -EINVAL (in_fd == out_fd), or
+ * -ENOMEM. */
+int sk_bridge_join_fds(sk_conn *a, int in_fd, int out_fd, const sk_bridge_options *opts,
+                       sk_bridge_done_cb done, void *arg, sk_bridge **out);
 /* Close both sides gracefully (each flushes what it has queued); done follows. */
 void sk_bridge_close(sk_bridge *br);
 /* The bytes each way so far. */

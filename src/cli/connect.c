@@ -47,7 +47,6 @@ static const char connect_usage[] =
     "Exit status: 0 the server closed normally, 1 refused, reset, timed out or unknown host,\n"
     "2 usage error.\n";
 
-#define STDIN_CHUNK 65536
 /* After the server's FIN, standard input is still sent (the FIN ends only the server's
  * direction), until its EOF or until it has been quiet this long: a terminal or an idle pipe
  * then ends the client, as socat's -t does. */
@@ -62,8 +61,8 @@ typedef struct client_state {
     int addr_count, addr_next;
     uint64_t timeout_ms, idle_ms;
     bool close_on_eof;
-    bool stdin_done, connected, peer_done;
-    stdin_watch in;
+    bool stdin_done, connected;
+    sk_bridge *br;   /* once connected */
     sk_timer *quiet; /* after the server's FIN: standard input quiet for too long */
     sk_tls_ctx *tls;
     char tls_name[256]; /* verified and sent as SNI */
@@ -74,70 +73,89 @@ typedef struct client_state {
 
 static void try_next(client_state *st);
 
-static void stdin_interest(client_state *st);
+/* ---------------------------------------------------------------- connected: the bridge
+ * Standard input and output are joined to the connection by a bridge (include/sockit/
+ * bridge.h): standard input is read only while the connection takes more, its EOF is our
+ * FIN, the server's bytes go to standard output, a reader of standard output that went away
+ * ends us quietly. What connect adds: the end after the server's FIN, and the messages. */
 
-/* Read one chunk of standard input into the connection. */
-static void pump_stdin(client_state *st)
+/* After the server's FIN: each chunk of standard input restarts the quiet time. */
+static void quiet_filter(sk_bridge *br, sk_bridge_dir dir, const void *data, size_t len, void *arg)
 {
-    char buf[STDIN_CHUNK];
-    ssize_t n;
-    do
-        n = read(STDIN_FILENO, buf, sizeof buf);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && errno == EAGAIN)
-        return;
-    if (n <= 0) {
-        if (n < 0)
-            msg("cannot read standard input: %s", strerror(errno));
-        st->stdin_done = true;
-        stdin_interest(st);
-        if (st->close_on_eof || st->peer_done)
-            sk_conn_close(st->conn);
-        else
-            sk_conn_shutdown(st->conn);
-        return;
-    }
-    if (sk_conn_write(st->conn, buf, (size_t)n) < 0) {
-        st->stdin_done = true;
-        stdin_interest(st);
-        return; /* the connection failed: on_close reports why */
-    }
-    if (st->peer_done)
+    client_state *st = arg;
+    if (data)
         sk_timer_start(st->quiet, AFTER_PEER_EOF_QUIET_MS, 0);
-    stdin_interest(st);
+    sk_bridge_forward(br, dir, data, len);
 }
 
 static void quiet_fired(sk_timer *t, void *arg)
 {
     client_state *st = arg;
-    if (!st->conn || st->stdin_done)
+    if (!st->br || st->stdin_done)
         return;
     if (!sk_conn_writable(st->conn)) { /* waiting for the server to read, not for stdin */
         sk_timer_start(t, AFTER_PEER_EOF_QUIET_MS, 0);
         return;
     }
-    st->stdin_done = true;
-    stdin_interest(st);
-    sk_conn_close(st->conn);
+    sk_bridge_close(st->br);
 }
 
-static void stdin_ready(void *arg)
+/* One direction ended: standard input's (B to A) or the server's (A to B). */
+static void direction_ended(sk_bridge *br, sk_bridge_dir dir, int reason, void *arg)
 {
-    pump_stdin(arg);
+    client_state *st = arg;
+    if (dir == SK_BRIDGE_B_TO_A) {
+        st->stdin_done = true;
+        if (reason == 0 && st->close_on_eof)
+            sk_bridge_close(br);
+        return;
+    }
+    if (reason == 0 && !st->stdin_done) {
+        /* The server has finished sending; it may still read. What standard input holds goes
+         * on (a 10 MiB upload after a banner and FIN arrives whole); a quiet input ends it. */
+        if (!st->quiet && sk_timer_new(st->loop, quiet_fired, st, &st->quiet) < 0) {
+            sk_bridge_close(br);
+            return;
+        }
+        sk_timer_start(st->quiet, AFTER_PEER_EOF_QUIET_MS, 0);
+        sk_bridge_set_filter(br, SK_BRIDGE_B_TO_A, quiet_filter, st);
+    } else if ((reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) && st->tls) {
+        /* TLS 1.3: a server may refuse us (no client certificate) after our handshake ended.
+         * The conn is still there while its end is reported: take the detail now. */
+        sk_tls_info info;
+        sk_tls_describe(st->conn, &info);
+        snprintf(st->tls_error, sizeof st->tls_error, "%s", info.error);
+    }
 }
 
-/* Read standard input only while the connection can take more. */
-static void stdin_interest(client_state *st)
+static void bridge_done(sk_bridge *br, const sk_bridge_result *r, void *arg)
 {
-    if (st->in.loop)
-        stdin_watch_want(&st->in, st->connected && !st->stdin_done && sk_conn_writable(st->conn));
+    client_state *st = arg;
+    int reason = r->a_reason;
+    st->br = NULL;
+    st->conn = NULL;
+    if (reason == -ETIMEDOUT)
+        msg("connection to %s: nothing sent or received for %.1f s (--idle-timeout)", st->name,
+            (double)st->idle_ms / 1000.0);
+    else if (reason == -ECONNRESET && r->b_reason != -EPIPE)
+        msg("connection to %s reset by peer", st->name);
+    else if ((reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) && st->tls)
+        msg("connection to %s failed: %s: %s", st->name, sk_strerror(reason),
+            st->tls_error[0] ? st->tls_error : "no detail");
+    else if (reason < 0 && r->b_reason != -EPIPE)
+        msg("connection to %s failed: %s", st->name, sk_strerror(reason));
+    st->exit_status = reason < 0 ? EXIT_RUNTIME : EXIT_OK;
+    /* A reader of standard output that went away (sockit connect | head) is a normal end. */
+    if (r->b_reason == -EPIPE) {
+        st->exit_status = EXIT_OK;
+    } else if (r->b_reason < 0) {
+        msg("cannot read standard input or write standard output: %s", sk_strerror(r->b_reason));
+        st->exit_status = EXIT_RUNTIME;
+    }
+    sk_loop_stop(st->loop);
 }
 
-static void start_stdin(client_state *st)
-{
-    stdin_watch_start(&st->in, st->loop, stdin_ready, st);
-    stdin_interest(st);
-}
+/* ---------------------------------------------------------------- connecting */
 
 static void on_connect(sk_conn *c)
 {
@@ -148,74 +166,37 @@ static void on_connect(sk_conn *c)
         tls_cli_describe(&st->log, c, "server");
     if (st->idle_ms)
         sk_conn_set_idle_timeout(c, st->idle_ms);
-    start_stdin(st);
+    sk_bridge_options o = {.on_end = direction_ended};
+    int rc = sk_bridge_join_fds(c, STDIN_FILENO, STDOUT_FILENO, &o, bridge_done, st, &st->br);
+    if (rc < 0)
+        die(EXIT_RUNTIME, "cannot join standard input and output to the connection: %s",
+            sk_strerror(rc));
 }
 
 static void on_frame(sk_conn *c, const void *data, size_t len)
 {
-    write_stdout(data, len);
+    /* Not called: the bridge takes the conn over at on_connect, before any byte is read. */
 }
 
-static void on_eof(sk_conn *c)
-{
-    /* The server has finished sending; it may still read. What standard input holds goes on
-     * (a 10 MiB upload after a banner and FIN arrives whole); a quiet input ends it. */
-    client_state *st = sk_conn_data(c);
-    if (st->stdin_done) {
-        sk_conn_close(c);
-        return;
-    }
-    st->peer_done = true;
-    if (!st->quiet && sk_timer_new(st->loop, quiet_fired, st, &st->quiet) < 0) {
-        sk_conn_close(c);
-        return;
-    }
-    sk_timer_start(st->quiet, AFTER_PEER_EOF_QUIET_MS, 0);
-}
-
-static void on_drain(sk_conn *c)
-{
-    stdin_interest(sk_conn_data(c));
-}
-
+/* A connect (or its TLS handshake) failed: the next address. */
 static void on_close(sk_conn *c, int reason)
 {
     client_state *st = sk_conn_data(c);
     st->conn = NULL;
-    if (!st->connected) {
-        st->last_error = reason;
-        if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
-            /* The server answered: another address of the same name would not help. */
-            sk_tls_info info;
-            sk_tls_describe(c, &info);
-            snprintf(st->tls_error, sizeof st->tls_error, "%s", info.error);
-            st->addr_next = st->addr_count;
-        }
-        try_next(st);
-        return;
-    }
-    if (reason == -ETIMEDOUT)
-        msg("connection to %s: nothing sent or received for %.1f s (--idle-timeout)", st->name,
-            (double)st->idle_ms / 1000.0);
-    else if (reason == -ECONNRESET)
-        msg("connection to %s reset by peer", st->name);
-    else if ((reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) && st->tls) {
-        /* TLS 1.3: a server may refuse us (no client certificate) after our handshake ended. */
+    st->last_error = reason;
+    if (reason == SK_ERR_TLS || reason == SK_ERR_TLS_VERIFY) {
+        /* The server answered: another address of the same name would not help. */
         sk_tls_info info;
         sk_tls_describe(c, &info);
-        msg("connection to %s failed: %s: %s", st->name, sk_strerror(reason),
-            info.error[0] ? info.error : "no detail");
-    } else if (reason < 0)
-        msg("connection to %s failed: %s", st->name, sk_strerror(reason));
-    st->exit_status = reason < 0 ? EXIT_RUNTIME : EXIT_OK;
-    sk_loop_stop(st->loop);
+        snprintf(st->tls_error, sizeof st->tls_error, "%s", info.error);
+        st->addr_next = st->addr_count;
+    }
+    try_next(st);
 }
 
 static const sk_conn_callbacks callbacks = {
     .on_connect = on_connect,
     .on_frame = on_frame,
-    .on_eof = on_eof,
-    .on_drain = on_drain,
     .on_close = on_close,
 };
 
@@ -414,10 +395,8 @@ int cmd_connect(int argc, char **argv)
     if (rc < 0)
         die(EXIT_RUNTIME, "event loop failed: %s", sk_strerror(rc));
     /* Free everything, so leak checkers see a clean exit. */
-    if (st.conn)
+    if (st.conn && !st.br)
         sk_conn_abort(st.conn);
-    if (st.in.loop)
-        stdin_watch_stop(&st.in);
     sk_timer_free(st.quiet);
     sk_loop_free(st.loop);
     sk_tls_ctx_free(st.tls);

@@ -1,21 +1,25 @@
-/* A bridge: two conns joined (include/sockit/bridge.h). The copy path is built on the public
- * conn API alone: each side's callbacks move bytes to the other side and carry its ends
- * across. The splice path (plain sockets on both sides) is the conn's own (conn_splice.c):
- * the bridge only links the two conns and keeps the ends. */
+/* A bridge: two ends joined (include/sockit/bridge.h). Side a is always a conn; side b is a
+ * conn (sk_bridge_join) or a pair of descriptors (sk_bridge_join_fds, fdend.c). The rules are
+ * written once, on either kind of side: what one side reads is written to the other, which
+ * pauses the reader while it is above its high watermark; an end of input becomes a FIN (a
+ * shutdown) on the other side; a reset becomes a reset; both inputs ended close both. For two
+ * plain conns the bytes skip user space: conn_splice.c moves them, the bridge keeps the ends. */
 #include <errno.h>
 #include <stdlib.h>
 
 #include "conn_internal.h"
+#include "fdend.h"
 
 typedef struct side {
-    sk_conn *conn;
+    sk_conn *conn; /* a conn side */
+    sk__fdend *fd; /* or the descriptor side (b only) */
     struct side *other;
     sk_bridge *br;
-    uint64_t bytes; /* read here and passed on (copied; splice counts its own) */
+    uint64_t bytes;            /* read here and passed on (copied; splice counts its own) */
+    uint64_t spliced_at_close; /* sk__conn_spliced_bytes() when the conn closed */
     sk_bridge_filter_cb filter;
     void *filter_arg;
     int reason;
-    uint64_t spliced_at_close; /* sk__conn_spliced_bytes() when the conn closed */
     bool eof, closed, spliced;
 } side;
 
@@ -31,54 +35,93 @@ static sk_bridge_dir dir_of(const side *s)
     return s == &s->br->s[0] ? SK_BRIDGE_A_TO_B : SK_BRIDGE_B_TO_A;
 }
 
-/* Pass bytes read from s on to the other side. */
+/* ---------------------------------------------------------------- either kind of side */
+
+static int side_write(side *s, const void *data, size_t len)
+{
+    return s->conn ? sk_conn_write(s->conn, data, len) : sk__fdend_write(s->fd, data, len);
+}
+
+static bool side_writable(const side *s)
+{
+    return s->conn ? sk_conn_writable(s->conn) : sk__fdend_writable(s->fd);
+}
+
+static void side_reading(side *s, bool on)
+{
+    if (!s->conn)
+        sk__fdend_want_input(s->fd, on);
+    else if (on)
+        sk_conn_resume_reading(s->conn);
+    else
+        sk_conn_pause_reading(s->conn);
+}
+
+static void side_shutdown(side *s)
+{
+    if (s->conn)
+        sk_conn_shutdown(s->conn);
+    else
+        sk__fdend_shutdown(s->fd);
+}
+
+static void side_close(side *s, bool reset)
+{
+    if (s->conn && reset)
+        sk_conn_abort(s->conn);
+    else if (s->conn)
+        sk_conn_close(s->conn);
+    else
+        sk__fdend_close(s->fd, reset);
+}
+
+/* ---------------------------------------------------------------- the rules */
+
+/* Pass bytes read from s on to the other side (data NULL: the FIN behind them). */
 static int forward(side *s, const void *data, size_t len)
 {
     side *o = s->other;
     if (o->closed)
         return -EPIPE; /* the other side is gone or going: nothing can carry this any more */
-    if (!data) {       /* the FIN, after what came before it */
-        sk_conn_shutdown(o->conn);
+    if (!data) {
+        side_shutdown(o);
         if (o->eof) { /* both directions are done */
-            sk_conn_close(s->conn);
-            sk_conn_close(o->conn);
+            side_close(s, false);
+            side_close(o, false);
         }
         return 0;
     }
-    int rc = sk_conn_write(o->conn, data, len);
+    int rc = side_write(o, data, len);
     if (rc < 0)
         return rc;
     s->bytes += len;
-    if (!sk_conn_writable(o->conn))
-        sk_conn_pause_reading(s->conn); /* until the other side's on_drain */
+    if (!side_writable(o))
+        side_reading(s, false); /* until the other side drains */
     return 0;
 }
 
-static void on_frame(sk_conn *c, const void *data, size_t len)
+static void got_bytes(side *s, const void *data, size_t len)
 {
-    side *s = sk_conn_data(c);
     if (s->filter)
         s->filter(s->br, dir_of(s), data, len, s->filter_arg);
     else
         forward(s, data, len);
 }
 
-static void on_drain(sk_conn *c)
+static void drained(side *s)
 {
-    side *s = sk_conn_data(c);
     if (!s->other->closed)
-        sk_conn_resume_reading(s->other->conn);
+        side_reading(s->other, true);
 }
 
-static void on_eof(sk_conn *c)
+static void got_eof(side *s)
 {
-    side *s = sk_conn_data(c);
     side *o = s->other;
     s->eof = true;
     if (s->br->on_end)
         s->br->on_end(s->br, dir_of(s), 0, s->br->arg);
     if (o->closed) {
-        sk_conn_close(c);
+        side_close(s, false);
         return;
     }
     if (s->filter)
@@ -87,20 +130,18 @@ static void on_eof(sk_conn *c)
         forward(s, NULL, 0);
 }
 
-static void on_close(sk_conn *c, int reason)
+/* s is closed for good: carry its end across, and once both are closed, report and free. */
+static void closed(side *s, int reason)
 {
-    side *s = sk_conn_data(c);
     side *o = s->other;
     s->closed = true;
     s->reason = reason;
-    s->spliced_at_close = sk__conn_spliced_bytes(c);
+    if (s->conn)
+        s->spliced_at_close = sk__conn_spliced_bytes(s->conn);
     if (!s->eof && reason != 0 && s->br->on_end)
         s->br->on_end(s->br, dir_of(s), reason, s->br->arg);
     if (!o->closed) {
-        if (sk_close_cause_of(reason) == SK_CLOSE_RESET)
-            sk_conn_abort(o->conn);
-        else
-            sk_conn_close(o->conn);
+        side_close(o, sk_close_cause_of(reason) == SK_CLOSE_RESET);
         return;
     }
     sk_bridge *br = s->br;
@@ -113,11 +154,61 @@ static void on_close(sk_conn *c, int reason)
                           .spliced = br->s[0].spliced_at_close || br->s[1].spliced_at_close};
     if (br->done)
         br->done(br, &r, br->arg);
+    sk__fdend_free(br->s[1].fd);
     free(br);
 }
 
+/* ---------------------------------------------------------------- a conn side */
+
+static void conn_frame(sk_conn *c, const void *data, size_t len)
+{
+    got_bytes(sk_conn_data(c), data, len);
+}
+
+static void conn_drain(sk_conn *c)
+{
+    drained(sk_conn_data(c));
+}
+
+static void conn_eof(sk_conn *c)
+{
+    got_eof(sk_conn_data(c));
+}
+
+static void conn_close(sk_conn *c, int reason)
+{
+    closed(sk_conn_data(c), reason);
+}
+
 static const sk_conn_callbacks side_callbacks = {
-    .on_frame = on_frame, .on_eof = on_eof, .on_drain = on_drain, .on_close = on_close};
+    .on_frame = conn_frame, .on_eof = conn_eof, .on_drain = conn_drain, .on_close = conn_close};
+
+/* ---------------------------------------------------------------- a descriptor side */
+
+static void fd_data(void *arg, const void *data, size_t len)
+{
+    got_bytes(arg, data, len);
+}
+
+static void fd_eof(void *arg)
+{
+    got_eof(arg);
+}
+
+static void fd_drain(void *arg)
+{
+    drained(arg);
+}
+
+static void fd_end(void *arg, int reason)
+{
+    closed(arg, reason);
+}
+
+static const sk__fdend_hooks fd_hooks = {
+    .on_data = fd_data, .on_eof = fd_eof, .on_drain = fd_drain, .on_end = fd_end};
+
+/* ---------------------------------------------------------------- joining */
 
 /* Both sides plain sockets with nothing queued or held: the bytes can skip user space. */
 static bool can_splice(const sk_conn *a, const sk_conn *b)
@@ -130,11 +221,33 @@ static bool can_splice(const sk_conn *a, const sk_conn *b)
     return true;
 }
 
+static sk_bridge *new_bridge(const sk_bridge_options *o, sk_bridge_done_cb done, void *arg)
+{
+    sk_bridge *br = calloc(1, sizeof *br);
+    if (!br)
+        return NULL;
+    br->done = done;
+    br->on_end = o->on_end;
+    br->arg = arg;
+    for (int i = 0; i < 2; i++)
+        br->s[i] = (side){.other = &br->s[1 - i], .br = br};
+    return br;
+}
+
+static void take_conn(side *s, sk_conn *c, bool spliced)
+{
+    s->conn = c;
+    s->spliced = spliced;
+    sk_conn_set_data(c, s);
+    sk_conn_set_callbacks(c, &side_callbacks);
+    sk_conn_resume_reading(c);
+}
+
 SK_API int sk_bridge_join(sk_conn *a, sk_conn *b, const sk_bridge_options *opts,
                           sk_bridge_done_cb done, void *arg, sk_bridge **out)
 {
     sk_bridge_options o = opts ? *opts : (sk_bridge_options){0};
-    sk_bridge *br = calloc(1, sizeof *br);
+    sk_bridge *br = new_bridge(&o, done, arg);
     if (!br)
         return -ENOMEM;
     if (sk_conn_set_framing(a, SK_FRAME_RAW, 0) < 0 ||
@@ -148,26 +261,45 @@ SK_API int sk_bridge_join(sk_conn *a, sk_conn *b, const sk_bridge_options *opts,
         sk__conn_splice_to(a, NULL, 0);
         splice = false;
     }
-    br->done = done;
-    br->on_end = o.on_end;
-    br->arg = arg;
-    sk_conn *conns[2] = {a, b};
-    for (int i = 0; i < 2; i++) {
-        br->s[i] = (side){.conn = conns[i], .other = &br->s[1 - i], .br = br, .spliced = splice};
-        sk_conn_set_data(conns[i], &br->s[i]);
-        sk_conn_set_callbacks(conns[i], &side_callbacks);
-        sk_conn_resume_reading(conns[i]);
-    }
+    take_conn(&br->s[0], a, splice);
+    take_conn(&br->s[1], b, splice);
     if (out)
         *out = br;
     return 0;
 }
 
+SK_API int sk_bridge_join_fds(sk_conn *a, int in_fd, int out_fd, const sk_bridge_options *opts,
+                              sk_bridge_done_cb done, void *arg, sk_bridge **out)
+{
+    sk_bridge_options o = opts ? *opts : (sk_bridge_options){0};
+    sk_bridge *br = new_bridge(&o, done, arg);
+    if (!br)
+        return -ENOMEM;
+    int rc = sk_conn_set_framing(a, SK_FRAME_RAW, 0);
+    if (rc == 0)
+        rc = sk__fdend_open(sk_conn_loop(a), in_fd, out_fd, &fd_hooks, &br->s[1], &br->s[1].fd);
+    if (rc < 0) {
+        free(br);
+        return rc;
+    }
+    take_conn(&br->s[0], a, false);
+    sk__fdend_want_input(br->s[1].fd, true);
+    if (out)
+        *out = br;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- while joined */
+
 SK_API void sk_bridge_close(sk_bridge *br)
 {
-    for (int i = 0; i < 2; i++)
-        if (!br->s[i].closed)
-            sk_conn_close(br->s[i].conn);
+    /* Each side once: closing one may close the other and free the bridge. */
+    side *a = &br->s[0], *b = &br->s[1];
+    bool b_open = !b->closed;
+    if (!a->closed)
+        side_close(a, false); /* a conn: its end comes later, from the loop */
+    if (b_open && !b->closed)
+        side_close(b, false);
 }
 
 SK_API void sk_bridge_counts(const sk_bridge *br, uint64_t *a_to_b, uint64_t *b_to_a)
@@ -175,7 +307,9 @@ SK_API void sk_bridge_counts(const sk_bridge *br, uint64_t *a_to_b, uint64_t *b_
     uint64_t n[2];
     for (int i = 0; i < 2; i++) {
         const side *s = &br->s[i];
-        n[i] = s->bytes + (s->closed ? s->spliced_at_close : sk__conn_spliced_bytes(s->conn));
+        n[i] = s->bytes;
+        if (s->conn)
+            n[i] += s->closed ? s->spliced_at_close : sk__conn_spliced_bytes(s->conn);
     }
     *a_to_b = n[0];
     *b_to_a = n[1];
@@ -201,7 +335,7 @@ SK_API int sk_bridge_set_filter(sk_bridge *br, sk_bridge_dir dir, sk_bridge_filt
 SK_API int sk_bridge_forward(sk_bridge *br, sk_bridge_dir dir, const void *data, size_t len)
 {
     side *s = &br->s[dir];
-    if (s->other->closed || (s->other->conn->flags & F_SHUT_WANTED))
+    if (s->other->closed)
         return -EPIPE;
     return forward(s, data, len);
 }
@@ -212,7 +346,7 @@ SK_API void sk_bridge_hold(sk_bridge *br, sk_bridge_dir dir, bool hold)
     if (s->closed)
         return;
     if (hold)
-        sk_conn_pause_reading(s->conn);
-    else if (sk_conn_writable(s->other->conn) || s->other->closed)
-        sk_conn_resume_reading(s->conn);
+        side_reading(s, false);
+    else if (s->other->closed || side_writable(s->other))
+        side_reading(s, true);
 }

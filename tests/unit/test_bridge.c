@@ -279,3 +279,161 @@ TEST(bridge_filter_can_hold_and_forward_later)
     CHECK(raw_recv(f.loop, f.target, buf, 5, 5000, &end) == 5 && memcmp(buf, "later", 5) == 0);
     fixture_close(&f);
 }
+
+/* ---- a conn joined to descriptors (sk_bridge_join_fds), as `sockit connect` uses it:
+ * client socket <-> a ~ (in pipe, out pipe) */
+
+typedef struct fdfix {
+    fixture f;        /* only a, client and the loop are used */
+    int in_w, in_r;   /* the test writes in_w; the bridge reads in_r */
+    int out_r, out_w; /* the bridge writes out_w; the test reads out_r */
+} fdfix;
+
+static bool fdfix_open(fdfix *x)
+{
+    fixture *f = &x->f;
+    memset(x, 0, sizeof *x);
+    f->client = f->target = f->target_listener = -1;
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC | O_NONBLOCK) < 0)
+        return false;
+    x->in_r = in[0], x->in_w = in[1], x->out_r = out[0], x->out_w = out[1];
+    set_nonblock(x->out_r, true);
+    sk_addr any, front;
+    sk_addr_from_ip(&any, "127.0.0.1", 0);
+    if (sk_loop_new(&f->loop) != 0 ||
+        sk_listener_open(f->loop, &any, NULL, keep_accepted, f, &f->l) != 0)
+        return false;
+    sk_listener_addr(f->l, &front);
+    f->client = raw_connect(&front);
+    if (f->client < 0 || !run_until_fn(f->loop, have_a, f, 5000))
+        return false;
+    sk_bridge_options o = {.on_end = side_ended};
+    return sk_bridge_join_fds(f->a, x->in_r, x->out_w, &o, bridge_done, f, &f->br) == 0;
+}
+
+static void fdfix_close(fdfix *x)
+{
+    int fds[] = {x->in_w, x->in_r, x->out_r, x->out_w};
+    fixture_close(&x->f); /* the bridge ends first: it never closes the descriptors */
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+        if (fds[i] > 0)
+            close(fds[i]);
+}
+
+/* Read want bytes from a non-blocking pipe, running the loop between tries: the bytes read. */
+static size_t pipe_read(sk_loop *loop, int fd, void *buf, size_t want, int timeout_ms)
+{
+    size_t got = 0;
+    uint64_t deadline = util_now_ms() + (uint64_t)timeout_ms;
+    while (got < want && util_now_ms() < deadline) {
+        ssize_t n = read(fd, (char *)buf + got, want - got);
+        if (n > 0)
+            got += (size_t)n;
+        else if (n == 0)
+            break;
+        else
+            sk_loop_run_once(loop, 10);
+    }
+    return got;
+}
+
+TEST(bridge_fds_carry_bytes_both_ways_and_eof_is_a_fin)
+{
+    fdfix x;
+    REQUIRE(fdfix_open(&x));
+    fixture *f = &x.f;
+    char buf[64];
+    int end;
+    REQUIRE(write(x.in_w, "up", 2) == 2);
+    CHECK(raw_recv(f->loop, f->client, buf, 2, 5000, &end) == 2 && memcmp(buf, "up", 2) == 0);
+    REQUIRE(raw_send_all(f->loop, f->client, "down", 4, 5000) == 0);
+    CHECK(pipe_read(f->loop, x.out_r, buf, 4, 5000) == 4 && memcmp(buf, "down", 4) == 0);
+    close(x.in_w); /* standard input ends: a FIN to the peer, the other direction still flows */
+    x.in_w = -1;
+    CHECK(raw_recv(f->loop, f->client, buf, 1, 5000, &end) == 0 && end == RAW_EOF);
+    REQUIRE(raw_send_all(f->loop, f->client, "more", 4, 5000) == 0);
+    CHECK(pipe_read(f->loop, x.out_r, buf, 4, 5000) == 4 && memcmp(buf, "more", 4) == 0);
+    shutdown(f->client, SHUT_WR); /* and the peer's FIN ends the bridge */
+    CHECK(run_until(f->loop, &f->done, 5000));
+    CHECK(f->r.a_reason == 0 && f->r.b_reason == 0);
+    CHECK(f->r.a_to_b == 8 && f->r.b_to_a == 2);
+    CHECK(fcntl(x.out_w, F_GETFD) >= 0 && fcntl(x.in_r, F_GETFD) >= 0); /* still open */
+    fdfix_close(&x);
+}
+
+TEST(bridge_fds_output_reader_gone_resets_the_conn)
+{
+    fdfix x;
+    REQUIRE(fdfix_open(&x));
+    fixture *f = &x.f;
+    close(x.out_r); /* nobody reads the output: writing it fails with EPIPE */
+    x.out_r = -1;
+    REQUIRE(raw_send_all(f->loop, f->client, "lost", 4, 5000) == 0);
+    CHECK(raw_wait_end(f->loop, f->client, 5000, NULL) == -ECONNRESET);
+    CHECK(run_until(f->loop, &f->done, 5000));
+    CHECK(f->r.b_reason == -EPIPE);
+    fdfix_close(&x);
+}
+
+TEST(bridge_fds_slow_output_holds_the_conn_back)
+{
+    /* The output is never read: the pipe fills, the bridge queues at most its high mark plus a
+     * read, and stops reading the socket, so the peer is held back. */
+    enum { CHUNK = 65536, TOTAL = 16 << 20 };
+    fdfix x;
+    REQUIRE(fdfix_open(&x));
+    fixture *f = &x.f;
+    unsigned char *buf = malloc(CHUNK);
+    REQUIRE(buf);
+    memset(buf, 'x', CHUNK);
+    size_t sent = 0;
+    uint64_t deadline = util_now_ms() + 3000;
+    while (sent < TOTAL && util_now_ms() < deadline) {
+        ssize_t n = send(f->client, buf, CHUNK, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0)
+            sent += (size_t)n;
+        sk_loop_run_once(f->loop, n > 0 ? 0 : 10);
+    }
+    CHECK(sent < TOTAL);
+    printf("  the peer pushed %zu KiB before it was held back\n", sent / 1024);
+    free(buf);
+    fdfix_close(&x);
+}
+
+TEST(bridge_fds_read_a_regular_file)
+{
+    /* epoll refuses regular files: the bridge reads one from the loop in chunks. */
+    enum { SIZE = 300000 };
+    fdfix x;
+    char path[] = "/tmp/sockit-bridge-XXXXXX";
+    int file = mkstemp(path);
+    REQUIRE(file >= 0);
+    unlink(path);
+    unsigned char *data = malloc(SIZE), *got = malloc(SIZE);
+    REQUIRE(data && got);
+    fill_pattern(data, SIZE, 0);
+    REQUIRE(write(file, data, SIZE) == SIZE && lseek(file, 0, SEEK_SET) == 0);
+    /* Open as usual, then swap the pipe for the file before the loop runs again. */
+    memset(&x, 0, sizeof x);
+    fixture *f = &x.f;
+    f->client = f->target = f->target_listener = -1;
+    int out[2];
+    REQUIRE(pipe2(out, O_CLOEXEC | O_NONBLOCK) == 0);
+    x.out_r = out[0], x.out_w = out[1], x.in_r = file, x.in_w = -1;
+    sk_addr any, front;
+    sk_addr_from_ip(&any, "127.0.0.1", 0);
+    REQUIRE(sk_loop_new(&f->loop) == 0);
+    REQUIRE(sk_listener_open(f->loop, &any, NULL, keep_accepted, f, &f->l) == 0);
+    sk_listener_addr(f->l, &front);
+    f->client = raw_connect(&front);
+    REQUIRE(f->client >= 0 && run_until_fn(f->loop, have_a, f, 5000));
+    REQUIRE(sk_bridge_join_fds(f->a, file, x.out_w, NULL, bridge_done, f, &f->br) == 0);
+    int end;
+    CHECK(raw_recv(f->loop, f->client, got, SIZE, 5000, &end) == SIZE);
+    CHECK(check_pattern(got, SIZE, 0) == SIZE);
+    CHECK(raw_recv(f->loop, f->client, got, 1, 5000, &end) == 0 && end == RAW_EOF);
+    free(data);
+    free(got);
+    fdfix_close(&x);
+}
