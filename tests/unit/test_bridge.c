@@ -314,11 +314,16 @@ static bool fdfix_open(fdfix *x)
 
 static void fdfix_close(fdfix *x)
 {
-    int fds[] = {x->in_w, x->in_r, x->out_r, x->out_w};
-    fixture_close(&x->f); /* the bridge ends first: it never closes the descriptors */
-    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
-        if (fds[i] > 0)
-            close(fds[i]);
+    /* The test's ends first: input ends, output has no reader, so the bridge ends; its own
+     * ends after it is gone (it never closes them). */
+    int ours[] = {x->in_w, x->out_r}, its[] = {x->in_r, x->out_w};
+    for (int i = 0; i < 2; i++)
+        if (ours[i] > 0)
+            close(ours[i]);
+    fixture_close(&x->f);
+    for (int i = 0; i < 2; i++)
+        if (its[i] > 0)
+            close(its[i]);
 }
 
 /* Read want bytes from a non-blocking pipe, running the loop between tries: the bytes read. */
