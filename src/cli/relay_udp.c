@@ -247,32 +247,39 @@ static void session_free(udp_relay *r, session *s)
 
 static const sk_dgram_callbacks session_callbacks;
 
+/* Errors that say nothing about a target but about this process (out of descriptors or
+ * memory): every other target would fail the same way, and none should be marked down. */
+static bool is_local_error(int err)
+{
+    return err == -EMFILE || err == -ENFILE || err == -ENOMEM || err == -ENOBUFS;
+}
+
 /* Connect s to target `first`, or to the next one whose socket can be opened (a Unix target
- * with no socket file fails here; a UDP one only later, by ICMP). False when none can. */
-static bool session_connect(udp_relay *r, session *s, size_t first, const bool *tried_before)
+ * with no socket file fails here; a UDP one only later, by ICMP). 0, or the last error. */
+static int session_connect(udp_relay *r, session *s, size_t first, const bool *tried_before)
 {
     relay_pool *pool = &r->a->pool;
     bool tried[MAX_TARGETS] = {false};
     if (tried_before)
         memcpy(tried, tried_before, pool->count * sizeof *tried);
     sk_dgram_options o = {.batch = 1, .max_size = r->a->max_datagram, .max_queue = SESSION_QUEUE};
+    int rc = -EDESTADDRREQ;
     for (long i = (long)first; i >= 0; i = relay_pick_next(pool, tried, sk_loop_now(r->loop))) {
         relay_target *t = &pool->targets[i];
-        int rc = sk_dgram_open(r->loop, NULL, &t->addrs[0], &o, &session_callbacks, s, &s->d);
+        rc = sk_dgram_open(r->loop, NULL, &t->addrs[0], &o, &session_callbacks, s, &s->d);
         if (rc == 0) {
             s->target = (size_t)i;
             t->active++;
             t->picked++;
-            return true;
+            return 0;
         }
         s->d = NULL;
-        if (is_down_error(rc))
-            target_failed(r, t, rc);
-        else
-            log_info(&r->log, "cannot open a socket to %s: %s", t->text, sk_strerror(rc));
+        if (is_local_error(rc))
+            return rc;
+        target_failed(r, t, rc); /* also a wrong socket type there: not a target either */
         tried[i] = true;
     }
-    return false;
+    return rc;
 }
 
 static session *session_new(udp_relay *r, const sk_addr *client, uint64_t h)
@@ -296,9 +303,13 @@ static session *session_new(udp_relay *r, const sk_addr *client, uint64_t h)
     s->r = r;
     s->client = *client;
     s->hash = h;
-    if (!session_connect(r, s, relay_pick(&r->a->pool, sk_loop_now(r->loop)), NULL)) {
+    int rc = session_connect(r, s, relay_pick(&r->a->pool, sk_loop_now(r->loop)), NULL);
+    if (rc < 0) {
         free(s);
-        dropped(r, &r->no_target, "no target could be reached for a new client");
+        char why[160];
+        snprintf(why, sizeof why, "no target could be reached for a new client (%s)",
+                 sk_strerror(rc));
+        dropped(r, &r->no_target, why);
         return NULL;
     }
     size_t b = h & (r->nbuckets - 1);
@@ -333,7 +344,7 @@ static void session_move(udp_relay *r, session *s, int err)
     sk_dgram_close(s->d); /* safe from its own callback */
     s->d = NULL;
     from->active--;
-    if (!session_connect(r, s, (size_t)next, tried)) {
+    if (session_connect(r, s, (size_t)next, tried) < 0) {
         log_info(&r->log, "%s: session closed: no target can be reached", name);
         session_free(r, s);
         return;
@@ -530,6 +541,10 @@ static uint64_t random_seed(void)
 int relay_udp(relay_args *a)
 {
     udp_relay state = {.a = a, .nbuckets = BUCKETS_START}, *r = &state;
+    /* Admission by counts is per connection; a datagram session is bounded by its own. */
+    if (a->max_clients || a->max_per_ip)
+        die(EXIT_USAGE, "--max-clients and --max-per-ip are for streams; with datagrams, "
+                        "--max-sessions bounds the sessions");
     if (a->pool.count > MAX_TARGETS)
         die(EXIT_USAGE, "too many targets: %zu (at most %d)", a->pool.count, MAX_TARGETS);
     r->max_buckets = BUCKETS_START;

@@ -20,6 +20,11 @@ class RelayUdpTestCase(test_udp.UdpTestCase):
         r.await_listening()
         return r
 
+    def stop(self, relay):
+        """SIGTERM: the relay exits 0 (under Valgrind, a leak or a memory error would not)."""
+        relay.send_signal(signal.SIGTERM)
+        self.assertEqual(relay.wait(), 0, relay.describe())
+
     def count_lines(self, proc, regex):
         rx = re.compile(regex)
         return sum(1 for line in proc.lines() if rx.search(line))
@@ -134,6 +139,7 @@ class RelayUdpTests(RelayUdpTestCase):
         # A Unix receiver holds only a few datagrams (net.unix.max_dgram_qlen): a small window.
         self.exchange_windowed(relay.sockaddr, peers=3, each=200, window=4)
         self.assertTrue(echo.running() and relay.running(), relay.describe())
+        self.stop(relay)
 
     def test_unix_dgram_listen_to_udp_target(self):
         echo = self.udp_serve("--mode", "echo")
@@ -154,6 +160,7 @@ class RelayUdpTests(RelayUdpTestCase):
         s.sendto(b"hello", path)
         relay.wait_line(r"^sockit: a datagram came from a Unix socket without a name")
         self.assertTrue(relay.running(), relay.describe())
+        self.stop(relay)
 
     def test_roundrobin_sessions_alternate_and_stick(self):
         a = self.udp_serve("--message", "from A")
@@ -166,6 +173,7 @@ class RelayUdpTests(RelayUdpTestCase):
         for c, first in zip(clients, got):
             for _ in range(3):
                 self.ask(c, b"again", relay.sockaddr, want=first)
+        self.stop(relay)
 
     def test_target_down_new_sessions_go_to_the_live_one(self):
         dead = "udp://127.0.0.1:%d" % free_udp_port()
@@ -188,6 +196,7 @@ class RelayUdpTests(RelayUdpTestCase):
                          + relay.describe())
         self.assertEqual(self.count_lines(relay, r"new session to %s$" % re.escape(dead)), 1,
                          relay.describe())
+        self.stop(relay)
 
     def test_every_unix_target_missing_drops_and_keeps_running(self):
         relay = self.relay("udp://127.0.0.1:0",
@@ -198,6 +207,7 @@ class RelayUdpTests(RelayUdpTestCase):
         relay.wait_line(r"^sockit: dropped a datagram: no target could be reached")
         self.assertNothingArrives(c)
         self.assertTrue(relay.running(), relay.describe())
+        self.stop(relay)
 
     def test_idle_session_expires_and_a_new_datagram_makes_a_new_one(self):
         echo = self.udp_serve("--mode", "echo")
@@ -211,6 +221,7 @@ class RelayUdpTests(RelayUdpTestCase):
                         r"to %s, 1 back$" % (port, re.escape(echo.address)))
         self.ask(c, b"two", relay.sockaddr, want=b"two")
         self.wait_count(relay, new, 2)
+        self.stop(relay)
 
     def test_max_sessions_full_drops_new_clients_keeps_live_ones(self):
         echo = self.udp_serve("--mode", "echo")
@@ -230,6 +241,7 @@ class RelayUdpTests(RelayUdpTestCase):
         self.assertLessEqual(self.count_lines(relay, r"session table is full"), 2,
                              relay.describe())
         self.assertTrue(relay.running(), relay.describe())
+        self.stop(relay)
 
     def test_oversize_datagram_reported_and_dropped(self):
         echo = self.udp_serve("--mode", "echo")
@@ -242,6 +254,7 @@ class RelayUdpTests(RelayUdpTestCase):
         self.assertNothingArrives(c)
         c.settimeout(5)
         self.ask(c, b"b" * 100, relay.sockaddr, want=b"b" * 100)  # exactly the limit
+        self.stop(relay)
 
     def test_oversize_reply_from_target_reported_and_dropped(self):
         greet = self.udp_serve("--message", "x" * 150)
@@ -251,6 +264,17 @@ class RelayUdpTests(RelayUdpTestCase):
         relay.wait_line(r"^sockit: datagram of 151 bytes from target %s is longer than "
                         r"--max-frame \(100 bytes\)" % re.escape(greet.address))
         self.assertNothingArrives(c)
+        self.stop(relay)
+
+    def test_deny_drops_the_client(self):
+        echo = self.udp_serve("--mode", "echo")
+        relay = self.relay("udp://127.0.0.1:0", echo.address, "--deny", "127.0.0.0/8")
+        c = self.udp_socket(bind=("127.0.0.1", 0))
+        c.sendto(b"let me in", relay.sockaddr)
+        relay.wait_line(r"^sockit: dropped a datagram: the client is not admitted by "
+                        r"--allow/--deny")
+        self.assertNothingArrives(c)
+        self.stop(relay)
 
     def test_sigterm_and_sigint_exit_0(self):
         echo = self.udp_serve("--mode", "echo")
@@ -293,6 +317,9 @@ class RelayUdpTests(RelayUdpTestCase):
             r = self.run_sockit(argv)
             self.assertExit(r, 2, " ".join(argv))
             self.assertOneErrorLine(r.stderr, "cannot relay", "stream", "datagram")
+        r = self.run_sockit(["relay", "udp://127.0.0.1:0", udp, "--max-per-ip", "3"])
+        self.assertExit(r, 2)
+        self.assertOneErrorLine(r.stderr, "--max-sessions")
         r = self.run_sockit(["relay", "udp://127.0.0.1:0", "udp://127.0.0.1:0"])
         self.assertExit(r, 2)
         self.assertOneErrorLine(r.stderr, "port 0")
