@@ -148,9 +148,9 @@ static bool is_down_error(int err)
 
 /* ---------------------------------------------------------------- the session table */
 
-/* FNV-1a over the address bytes, from a random start: a client cannot choose source
- * addresses that collide in a table it cannot see the seed of (not a keyed hash, but chains
- * also stay bounded by --max-sessions). */
+/* FNV-1a over the address bytes, from a random start per run, so colliding source addresses
+ * cannot simply be computed in advance. It is no keyed hash (SipHash would be); a determined
+ * flood can still lengthen chains, but never past --max-sessions sessions in all. */
 static uint64_t addr_hash(const udp_relay *r, const sk_addr *a)
 {
     const unsigned char *p = (const unsigned char *)&a->ss;
