@@ -8,9 +8,10 @@ import re
 import select
 import signal
 import socket
+import unittest
 
 import test_udp
-from harness import Deadline, wait_until
+from harness import Deadline, ipv6_loopback_available, wait_until
 from test_udp import UdpServer, free_udp_port
 
 
@@ -178,7 +179,7 @@ class RelayUdpTests(RelayUdpTestCase):
     def test_target_down_new_sessions_go_to_the_live_one(self):
         dead = "udp://127.0.0.1:%d" % free_udp_port()
         live = self.udp_serve("--message", "alive")
-        relay = self.relay("udp://127.0.0.1:0", dead, live.address, "-v")
+        relay = self.relay("udp://127.0.0.1:0", dead, live.address, "-v", "--down-time", "600")
         first = self.udp_socket(bind=("127.0.0.1", 0))
         # Round robin starts with the dead one: the datagram draws ICMP port unreachable.
         first.sendto(b"anyone?", relay.sockaddr)
@@ -237,9 +238,8 @@ class RelayUdpTests(RelayUdpTestCase):
         # The two live sessions are untouched.
         self.ask(a, b"a2", relay.sockaddr, want=b"a2")
         self.ask(b, b"b2", relay.sockaddr, want=b"b2")
-        # Logged at most once a second, not per datagram.
-        self.assertLessEqual(self.count_lines(relay, r"session table is full"), 2,
-                             relay.describe())
+        # Logged at most once a second, not once per datagram.
+        self.assertLess(self.count_lines(relay, r"session table is full"), 5, relay.describe())
         self.assertTrue(relay.running(), relay.describe())
         self.stop(relay)
 
@@ -276,6 +276,17 @@ class RelayUdpTests(RelayUdpTestCase):
         self.assertNothingArrives(c)
         self.stop(relay)
 
+    @unittest.skipUnless(ipv6_loopback_available(), "no IPv6 loopback")
+    def test_ipv6_listen_to_ipv4_target(self):
+        echo = self.udp_serve("--mode", "echo")
+        relay = self.relay("udp://[::1]:0", echo.address)
+        self.assertTrue(relay.address.startswith("udp://[::1]:"), relay.address)
+        c = self.udp_socket(socket.AF_INET6, bind=("::1", 0))
+        c.sendto(b"six to four", relay.sockaddr)
+        data, sender = c.recvfrom(100)
+        self.assertEqual((data, sender[:2]), (b"six to four", relay.sockaddr))
+        self.stop(relay)
+
     def test_sigterm_and_sigint_exit_0(self):
         echo = self.udp_serve("--mode", "echo")
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -303,7 +314,12 @@ class RelayUdpTests(RelayUdpTestCase):
                 self.assertFalse(d.expired(), relay.describe())
         c.sendto(b"z" * 50, ("127.0.0.1", port))  # too long: a warning, which -q hides
         c.settimeout(5)
-        self.ask(c, b"pong", ("127.0.0.1", port), want=b"pong")
+        c.sendto(b"pong", ("127.0.0.1", port))
+        while True:  # echoes of earlier pings may still be on their way
+            reply = c.recv(100)
+            if reply != b"ping":
+                break
+        self.assertEqual(reply, b"pong")
         relay.send_signal(signal.SIGTERM)
         self.assertEqual(relay.wait(), 0, relay.describe())
         self.assertEqual(relay.lines(), [])
