@@ -210,6 +210,43 @@ class RelayUdpTests(RelayUdpTestCase):
         self.assertTrue(relay.running(), relay.describe())
         self.stop(relay)
 
+    def test_target_that_stops_reading_costs_drops_not_memory(self):
+        """A Unix target that reads nothing: its queue fills (a few datagrams), the session
+        holds a bounded number more, and the rest are dropped and counted, never queued."""
+        path = os.path.join(self.tmpdir, "stuck.sock")
+        target = self.udp_socket(socket.AF_UNIX, bind=path)
+        relay = self.relay("udp://127.0.0.1:0", "unix-dgram:" + path, "-v")
+        c = self.udp_socket(bind=("127.0.0.1", 0))
+        total = 500
+        for i in range(total):
+            c.sendto(b"d%04d" % i, relay.sockaddr)
+        relay.wait_line(r"^sockit: dropped a datagram: a target takes datagrams slower")
+        # The relay has read every datagram before the target takes any.
+        self.wait_count(relay, r"^recv fd=\d+ 5 bytes from 127\.0\.0\.1:%d$"
+                        % c.getsockname()[1], total, timeout=30)
+        got = [target.recv(100)]
+        target.settimeout(0.5)
+        try:
+            while True:
+                got.append(target.recv(100))
+        except socket.timeout:
+            pass
+        self.stop(relay)
+        target.setblocking(False)
+        try:  # what the relay's close sent last
+            while True:
+                got.append(target.recv(100))
+        except BlockingIOError:
+            pass
+        m = relay.wait_line(r" (\d+) to targets, .*dropped: 0 too long, 0 table full, "
+                            r"(\d+) backpressure")
+        to_target, dropped = int(m.group(1)), int(m.group(2))
+        self.assertEqual(to_target + dropped, total, relay.describe())
+        self.assertGreater(dropped, 0)
+        self.assertLessEqual(to_target, 100, "more were held than the bound allows")
+        self.assertLessEqual(len(got), to_target)
+        self.assertEqual(got, sorted(set(got)), "datagrams reordered or duplicated")
+
     def test_idle_session_expires_and_a_new_datagram_makes_a_new_one(self):
         echo = self.udp_serve("--mode", "echo")
         relay = self.relay("udp://127.0.0.1:0", echo.address, "--idle-timeout", "0.2", "-v")
