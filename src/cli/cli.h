@@ -62,6 +62,9 @@ size_t peer_capture(sk_conn *c, uint8_t out[PEER_MAX]);
 /* "127.0.0.1:50312", "[::1]:40112", or "unix-client-7". */
 void peer_format(const uint8_t *peer, char *buf, size_t len);
 
+/* "udp://127.0.0.1:5000", "udp://[::1]:5000" or "unix-dgram:/path", as serve prints them. */
+void dgram_name(const sk_addr *a, char *buf, size_t len);
+
 /* Parse option values; on bad input they exit with status 2 and a message naming option. */
 uint64_t parse_count(const char *option, const char *text, uint64_t min, uint64_t max);
 /* Seconds, with a fraction allowed ("0.5"); returns milliseconds. */

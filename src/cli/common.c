@@ -369,3 +369,14 @@ void peer_format(const uint8_t *peer, char *buf, size_t len)
     }
     sk_addr_format(&a, buf, len);
 }
+
+/* "udp://127.0.0.1:5000", "udp://[::1]:5000" or "unix-dgram:/path". */
+void dgram_name(const sk_addr *a, char *buf, size_t len)
+{
+    char tmp[SK_ADDR_STRLEN];
+    sk_addr_format(a, tmp, sizeof tmp);
+    if (sk_addr_is_unix(a))
+        snprintf(buf, len, "unix-dgram:%s", tmp + 5);
+    else
+        snprintf(buf, len, "udp://%s", tmp);
+}

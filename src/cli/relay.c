@@ -21,6 +21,9 @@ static const char relay_usage[] =
     "[V6]:PORT, unix:PATH, tls://HOST:PORT (LISTEN: terminate TLS; TARGET: originate it),\n"
     "or for datagrams udp://HOST:PORT and unix-dgram:PATH (a session per client address).\n"
     "Streams go to streams and datagrams to datagrams, in any mix of families.\n"
+    "Datagram sessions: a new client address gets its own socket to a target; a full\n"
+    "table (--max-sessions) drops new clients' datagrams, never a live session's; a\n"
+    "session whose target refuses (ICMP) moves to one that is up.\n"
     "When ready, prints 'listening on ADDR' on stderr.\n"
     "\n"
     "targets:\n"
@@ -28,10 +31,11 @@ static const char relay_usage[] =
     "      --connect-timeout SECS  give up on a target after SECS and try the next (default 5)\n"
     "      --down-time SECS     skip a target that failed for SECS (default 10)\n"
     "      --no-splice          copy through user space even between plain sockets\n"
+    "      (--connect-timeout, --drain-timeout, --backlog, --no-splice: streams only)\n"
     "\n"
     "limits (as for serve):\n"
-    "      --max-clients N      more live clients are refused\n"
-    "      --max-per-ip N       live clients from one IP address\n"
+    "      --max-clients N      more live clients are refused (streams)\n"
+    "      --max-per-ip N       live clients from one IP address (streams)\n"
     "      --allow CIDR         admit only these ranges; repeatable\n"
     "      --deny CIDR          never these ranges; repeatable; deny wins over allow\n"
     "      --idle-timeout SECS  close a pair (or a datagram session) silent that long\n"
@@ -89,9 +93,6 @@ struct relay {
     int signals_seen;
     int exit_status;
 };
-
-/* The most targets one relay takes: a pair marks the ones it tried in a 64-bit set. */
-#define RELAY_MAX_TARGETS 64
 
 static relay_target *target_of(relay *r, const pair *p)
 {

@@ -14,6 +14,8 @@
 
 #include "cli.h"
 
+/* The most targets one relay takes: a pair marks the ones it tried in a 64-bit set. */
+#define RELAY_MAX_TARGETS 64
 /* Addresses kept per target: a name may resolve to several (IPv4 and IPv6 of localhost). */
 #define RELAY_TARGET_ADDRS 8
 
@@ -50,6 +52,8 @@ long relay_pick_next(relay_pool *p, const bool *tried, uint64_t now);
 /* t failed (refused, timed out, unreachable): down until now + down_ms. True when it was up
  * before (the caller logs a target going down once, not per client). */
 bool relay_mark_down(relay_pool *p, relay_target *t, uint64_t now);
+/* t is not marked down at now. */
+bool relay_target_up(const relay_target *t, uint64_t now);
 /* Parse --balance: 0, or -1 for an unknown name. */
 int relay_balance_parse(const char *text, relay_balance *out);
 

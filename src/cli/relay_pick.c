@@ -4,7 +4,7 @@
 
 #include "relay.h"
 
-static bool is_up(const relay_target *t, uint64_t now)
+bool relay_target_up(const relay_target *t, uint64_t now)
 {
     return t->down_until <= now;
 }
@@ -20,7 +20,7 @@ static long best(relay_pool *p, const bool *tried, uint64_t now)
         const relay_target *t = &p->targets[i];
         if (tried && tried[i])
             continue;
-        if (!is_up(t, now)) {
+        if (!relay_target_up(t, now)) {
             if (down < 0 || t->down_until < p->targets[down].down_until)
                 down = (long)i;
             continue;
@@ -52,7 +52,7 @@ long relay_pick_next(relay_pool *p, const bool *tried, uint64_t now)
 
 bool relay_mark_down(relay_pool *p, relay_target *t, uint64_t now)
 {
-    bool was_up = is_up(t, now);
+    bool was_up = relay_target_up(t, now);
     t->down_until = now + p->down_ms;
     return was_up;
 }

@@ -39,7 +39,6 @@
 #define LISTEN_RCVBUF (1 << 20) /* absorbs bursts from many clients; the kernel may cap it */
 #define SESSION_QUEUE 32        /* see above: at most 16 held per session */
 #define BUCKETS_START 64
-#define MAX_TARGETS 64 /* relay.c refuses more (its RELAY_MAX_TARGETS) */
 #define LOG_EVERY_MS 1000
 
 typedef struct udp_relay udp_relay;
@@ -80,17 +79,6 @@ struct udp_relay {
 };
 
 /* ---------------------------------------------------------------- names and messages */
-
-/* "udp://127.0.0.1:5000", "udp://[::1]:5000" or "unix-dgram:/path", as serve prints them. */
-static void dgram_name(const sk_addr *a, char *buf, size_t len)
-{
-    char tmp[SK_ADDR_STRLEN];
-    sk_addr_format(a, tmp, sizeof tmp);
-    if (sk_addr_is_unix(a))
-        snprintf(buf, len, "unix-dgram:%s", tmp + 5);
-    else
-        snprintf(buf, len, "udp://%s", tmp);
-}
 
 static void client_name(const sk_addr *a, char *buf, size_t len)
 {
@@ -259,7 +247,7 @@ static bool is_local_error(int err)
 static int session_connect(udp_relay *r, session *s, size_t first, const bool *tried_before)
 {
     relay_pool *pool = &r->a->pool;
-    bool tried[MAX_TARGETS] = {false};
+    bool tried[RELAY_MAX_TARGETS] = {false};
     if (tried_before)
         memcpy(tried, tried_before, pool->count * sizeof *tried);
     sk_dgram_options o = {.batch = 1, .max_size = r->a->max_datagram, .max_queue = SESSION_QUEUE};
@@ -334,10 +322,10 @@ static void session_move(udp_relay *r, session *s, int err)
     relay_pool *pool = &r->a->pool;
     relay_target *from = &pool->targets[s->target];
     target_failed(r, from, err);
-    bool tried[MAX_TARGETS] = {false};
+    bool tried[RELAY_MAX_TARGETS] = {false};
     tried[s->target] = true;
     long next = relay_pick_next(pool, tried, sk_loop_now(r->loop));
-    if (next < 0 || pool->targets[next].down_until > sk_loop_now(r->loop))
+    if (next < 0 || !relay_target_up(&pool->targets[next], sk_loop_now(r->loop)))
         return; /* nothing better: stay, the target may come back */
     char name[SK_ADDR_STRLEN];
     client_name(&s->client, name, sizeof name);
@@ -545,8 +533,6 @@ int relay_udp(relay_args *a)
     if (a->max_clients || a->max_per_ip)
         die(EXIT_USAGE, "--max-clients and --max-per-ip are for streams; with datagrams, "
                         "--max-sessions bounds the sessions");
-    if (a->pool.count > MAX_TARGETS)
-        die(EXIT_USAGE, "too many targets: %zu (at most %d)", a->pool.count, MAX_TARGETS);
     r->max_buckets = BUCKETS_START;
     while (r->max_buckets < a->max_sessions)
         r->max_buckets *= 2;

@@ -22,17 +22,6 @@
 #define SERVER_RCVBUF (1 << 20) /* absorbs bursts from many peers; the kernel may cap it */
 #define UNIX_MAX_REPLY (256 * 1024)
 
-/* "udp://127.0.0.1:5000", "udp://[::1]:5000" or "unix-dgram:/path". */
-static void dgram_name(const sk_addr *a, char *buf, size_t len)
-{
-    char tmp[SK_ADDR_STRLEN];
-    sk_addr_format(a, tmp, sizeof tmp);
-    if (sk_addr_is_unix(a))
-        snprintf(buf, len, "unix-dgram:%s", tmp + 5);
-    else
-        snprintf(buf, len, "udp://%s", tmp);
-}
-
 static void spec_dgram_name(const sk_addrspec *spec, char *buf, size_t len)
 {
     char tmp[SK_ADDR_STRLEN + 128];
