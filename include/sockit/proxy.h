@@ -120,8 +120,8 @@ int sk_proxy_parse(const void *data, size_t len, sk_proxy_header *out);
  * UDP, so a v1 line is SK_PROXY_BAD_SIGNATURE. */
 int sk_proxy_parse_datagram(const void *data, size_t len, sk_proxy_header *out);
 
-/* A sentence for an sk_proxy_error ("the v2 CRC32C checksum does not match the header"); other
- * codes give sk_strerror()'s text. Never NULL. */
+/* The sentence for a cause (sk_proxy_error), such as "the PROXY v2 header's CRC32C checksum
+ * does not match its bytes"; any other code gives sk_strerror()'s text. Never NULL. */
 const char *sk_proxy_strerror(int err);
 
 /* What sk_proxy_write() puts in a header. Zero-initialise it and set what you need. */
