@@ -107,12 +107,14 @@ typedef struct sk_proxy_header {
 } sk_proxy_header;
 
 /* Parse the header at the start of a byte stream, data[0..len).
- * Returns the header's length (> 0: the payload starts at data + that length and the bytes
- * after it are not looked at), 0 when the bytes so far are a valid beginning of a header (call
- * again with more: a header may be split across reads at any byte), or an sk_proxy_error.
- * Bytes that can already be judged are: a stream that starts with neither "PROXY " nor the v2
- * signature fails at its first byte that differs from both, a v2 length over the limit fails
- * as soon as the length is in. out is filled only on success. */
+ * Returns the header's length (> 0: the payload starts at data + that length; the bytes after
+ * it do not matter), 0 when the bytes so far are a valid beginning of a header (call again with
+ * more: a header may be split across reads at any byte), an sk_proxy_error, or -EINVAL when
+ * data or out is NULL. Bytes are judged as they arrive: a stream that starts with neither
+ * "PROXY " nor the v2 signature fails at its first byte that differs from both, a bad v2
+ * version, command or family at its byte, a v2 length over the limit or too short for the
+ * addresses as soon as the length is in, a v1 line without CR at its LF. out is filled only on
+ * success. */
 int sk_proxy_parse(const void *data, size_t len, sk_proxy_header *out);
 
 /* The same for one datagram, which must hold the whole header (the spec forbids splitting one
