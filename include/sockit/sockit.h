@@ -12,6 +12,7 @@
 #include "frame.h"
 #include "listener.h"
 #include "loop.h"
+#include "proxy.h"
 #include "tls.h"
 
 #define SOCKIT_VERSION "0.1.0"
