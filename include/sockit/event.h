@@ -55,6 +55,15 @@ typedef enum sk_refuse_cause {
     SK_REFUSE_PER_IP,    /* max_per_ip live from that address already */
     SK_REFUSE_DENIED,    /* the deny list, or not on the allow list */
     SK_REFUSE_NO_MEMORY, /* the conn could not be made */
+    /* With sk_listen_options.accept_proxy (include/sockit/proxy.h): */
+    SK_REFUSE_PROXY_UNTRUSTED,     /* the source is not in proxy_from */
+    SK_REFUSE_PROXY_TIMEOUT,       /* no whole header within proxy_timeout_ms */
+    SK_REFUSE_PROXY_TRUNCATED,     /* the peer ended (or reset) inside the header */
+    SK_REFUSE_PROXY_BAD_SIGNATURE, /* neither "PROXY " nor the v2 signature */
+    SK_REFUSE_PROXY_TOO_LONG,      /* a v1 line over 107 bytes, a v2 header over 4 KiB */
+    SK_REFUSE_PROXY_BAD_ADDRESS,   /* an address or port that is not canonical */
+    SK_REFUSE_PROXY_CRC_MISMATCH,  /* a CRC32C TLV that does not match */
+    SK_REFUSE_PROXY_INVALID,       /* any other malformed header (err: the sk_proxy_error) */
     SK_REFUSE__COUNT
 } sk_refuse_cause;
 
@@ -75,7 +84,9 @@ typedef enum sk_close_cause {
 sk_close_cause sk_close_cause_of(int reason);
 /* Short names for logs and metric labels: "clean", "reset", "timeout", "frame_too_large",
  * "queue_limit", "tls_error", "truncated", "refused", "other"; "max_conns", "per_ip",
- * "denied", "no_memory". */
+ * "denied", "no_memory", "proxy_untrusted", "proxy_timeout", "proxy_truncated",
+ * "proxy_bad_signature", "proxy_too_long", "proxy_bad_address", "proxy_crc_mismatch",
+ * "proxy_invalid". */
 const char *sk_close_cause_name(sk_close_cause cause);
 const char *sk_refuse_cause_name(sk_refuse_cause cause);
 

@@ -48,6 +48,16 @@ typedef struct sk_listen_options {
     const char *full_message;
     const char *per_ip_message;
     uint32_t log_interval_ms; /* at most one log line per cause per interval; 0: 1000 ms */
+    /* The PROXY protocol (include/sockit/proxy.h): every connection must begin with a v1 or
+     * v2 header; the accept callback comes only once it is read, and admission (limits,
+     * allow/deny, per-IP counts) and sk_conn_peer_addr() use the address it gives. A
+     * connection without a valid header within proxy_timeout_ms (0: 3 s) is closed, counted
+     * and reported (SK_EV_REFUSED, SK_REFUSE_PROXY_*). proxy_from: if proxy_from_count > 0,
+     * only these sources may connect at all (the proxies; checked at accept). */
+    bool accept_proxy;
+    uint32_t proxy_timeout_ms;
+    const sk_cidr *proxy_from;
+    size_t proxy_from_count;
 } sk_listen_options;
 
 /* Called for each accepted conn, which has no callbacks yet: set them here (or close it). */

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "addr.h"
+#include "conn.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -147,6 +148,25 @@ typedef struct sk_proxy_write_opts {
  * TLVs or DGRAM). Nothing is written on failure. Every header it writes, sk_proxy_parse reads
  * back with the same fields. */
 int sk_proxy_write(void *buf, size_t cap, const sk_proxy_write_opts *o);
+
+/* ---- on a conn: the header as the bottom layer of its stack, under TLS (proxy_layer.c) ---- */
+
+/* Read a PROXY header before anything else on c (an accepted conn; a listener with
+ * sk_listen_options.accept_proxy does this itself): on_connect follows once it is whole (then
+ * a TLS layer may be started), and from then on sk_conn_peer_addr() and sk_conn_local_addr()
+ * answer with the header's addresses (LOCAL and UNKNOWN keep the socket's). A header that is
+ * bad, cut short or not whole within timeout_ms (0: 3 s) closes the conn with its cause as the
+ * reason (an sk_proxy_error, SK_PROXY_TRUNCATED, -ETIMEDOUT). Bytes sent behind the header
+ * are the first the conn reads. 0, -ENOMEM, -EINVAL (c is past its start). */
+int sk_proxy_expect(sk_conn *c, uint64_t timeout_ms);
+/* Send a header before anything else on c: call right after sk_conn_connect() (or accept),
+ * before sk_tls_start(), which then handshakes after it. o is copied. A PROXY command with
+ * neither src nor dst sends the conn's own addresses, read once TCP is up (then no TLVs:
+ * -EINVAL). 0, -ENOMEM, -EINVAL (what sk_proxy_write refuses). */
+int sk_proxy_send(sk_conn *c, const sk_proxy_write_opts *o, uint64_t timeout_ms);
+/* The header c began with: 0 with *out (its TLV values point into c: valid while c lives) and
+ * *via, the proxy's own address (either may be NULL); -ENOENT when c read none. */
+int sk_conn_proxy_header(const sk_conn *c, sk_proxy_header *out, sk_addr *via);
 
 /* CRC32C (Castagnoli, RFC 4960 appendix B) of data[0..len), as the v2 CRC32C TLV holds it;
  * crc32c("123456789") is 0xE3069283. */

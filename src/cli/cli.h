@@ -117,6 +117,39 @@ void tls_cli_client_ctx(const tls_cli *t, sk_tls_ctx **out);
 /* With -v: protocol, cipher, the peer's certificate and whether it was verified. */
 void tls_cli_describe(const logger *lg, sk_conn *c, const char *who);
 
+/* PROXY protocol options (proxy_cli.c): receiving on serve and relay, sending on relay and
+ * connect. */
+typedef struct proxy_cli {
+    bool accept;   /* --accept-proxy */
+    sk_cidr *from; /* --proxy-from */
+    size_t nfrom;
+    uint64_t timeout_ms; /* --proxy-timeout; 0: the library's 3 s */
+    int send_version;    /* --send-proxy v1|v2: 1 or 2; 0 none */
+    bool send_crc;       /* --send-proxy v2,crc32c */
+} proxy_cli;
+enum { OPT_ACCEPT_PROXY = 0x300, OPT_PROXY_FROM, OPT_PROXY_TIMEOUT, OPT_SEND_PROXY };
+// clang-format off
+#define PROXY_CLI_ACCEPT_OPTIONS                                                                   \
+    {"accept-proxy", no_argument, NULL, OPT_ACCEPT_PROXY},                                         \
+    {"proxy-from", required_argument, NULL, OPT_PROXY_FROM},                                       \
+    {"proxy-timeout", required_argument, NULL, OPT_PROXY_TIMEOUT}
+#define PROXY_CLI_SEND_OPTION {"send-proxy", required_argument, NULL, OPT_SEND_PROXY}
+// clang-format on
+#define PROXY_CLI_ACCEPT_HELP                                                                      \
+    "PROXY protocol (behind HAProxy, nginx, a cloud load balancer):\n"                             \
+    "      --accept-proxy       every connection starts with a PROXY v1 or v2 header; its\n"       \
+    "                           client address is the one logged, limited and shown\n"             \
+    "      --proxy-from CIDR    only these sources (the proxies) may connect; repeatable\n"        \
+    "      --proxy-timeout SECS  close a connection whose header is not in by then (default 3)\n"
+#define PROXY_CLI_SEND_HELP                                                                        \
+    "      --send-proxy VERSION  start with a PROXY header: v1, v2 or v2,crc32c\n"
+/* Takes one of OPT_*PROXY*: true if ch was one of them (bad values exit 2). */
+bool proxy_cli_option(proxy_cli *p, int ch, const char *arg);
+/* Options that need --accept-proxy without it: exit 2. */
+void proxy_cli_check(const proxy_cli *p);
+void proxy_cli_listen(const proxy_cli *p, sk_listen_options *lo);
+void proxy_cli_free(proxy_cli *p);
+
 /* Datagrams (udp.c): the udp:// and unix-dgram: addresses of serve and connect. */
 struct server_options;
 /* serve udp:// or unix-dgram: with mode until a signal; the exit status. */

@@ -219,6 +219,26 @@ static void refusal_text(const sk_event *ev, char *buf, size_t len)
     case SK_REFUSE_DENIED:
         snprintf(buf, len, "address not allowed by the allow / deny lists");
         break;
+    case SK_REFUSE_PROXY_UNTRUSTED:
+        snprintf(buf, len, "not a trusted proxy (--proxy-from): only proxies may connect");
+        break;
+    case SK_REFUSE_PROXY_TIMEOUT:
+        snprintf(buf, len, "no whole PROXY header within --proxy-timeout");
+        break;
+    case SK_REFUSE_PROXY_TRUNCATED:
+        snprintf(buf, len, "the connection ended inside its PROXY header");
+        break;
+    case SK_REFUSE_PROXY_BAD_SIGNATURE:
+        snprintf(buf, len, "it did not start with a PROXY header (is the proxy sending one?)");
+        break;
+    case SK_REFUSE_PROXY_TOO_LONG: snprintf(buf, len, "its PROXY header was too long"); break;
+    case SK_REFUSE_PROXY_BAD_ADDRESS:
+        snprintf(buf, len, "its PROXY header had a malformed address or port");
+        break;
+    case SK_REFUSE_PROXY_CRC_MISMATCH:
+        snprintf(buf, len, "its PROXY v2 header failed its CRC32C check");
+        break;
+    case SK_REFUSE_PROXY_INVALID: snprintf(buf, len, "its PROXY header was malformed"); break;
     default: snprintf(buf, len, "out of memory"); break;
     }
 }

@@ -40,7 +40,8 @@ static const char connect_usage[] =
     "      --key FILE           its private key (default: the --cert file)\n"
     "      --sni NAME           the server name to send and verify (default: HOST)\n"
     "      --alpn LIST          protocols to offer, comma-separated "
-    "(h2,http/1.1)\n" TLS_CLI_PROTOCOL_HELP "  -v, --verbose            print each socket step\n"
+    "(h2,http/1.1)\n" TLS_CLI_PROTOCOL_HELP PROXY_CLI_SEND_HELP
+    "  -v, --verbose            print each socket step\n"
     "  -q, --quiet              print only errors\n"
     "  -h, --help               this help\n"
     "\n"
@@ -61,6 +62,7 @@ typedef struct client_state {
     int addr_count, addr_next;
     uint64_t timeout_ms, idle_ms;
     bool close_on_eof;
+    proxy_cli proxy; /* --send-proxy */
     bool stdin_done, connected;
     sk_bridge *br;   /* once connected */
     sk_timer *quiet; /* after the server's FIN: standard input quiet for too long */
@@ -223,6 +225,14 @@ static void try_next(client_state *st)
         const sk_addr *a = &st->addrs[st->addr_next++];
         sk_addr_format(a, st->name, sizeof st->name);
         int rc = sk_conn_connect(st->loop, a, st->timeout_ms, &callbacks, st, &st->conn);
+        if (rc == 0 && st->proxy.send_version) {
+            /* Our own addresses, read once TCP is up; before TLS, which handshakes after it. */
+            sk_proxy_write_opts o = {.version = st->proxy.send_version,
+                                     .command = SK_PROXY_CMD_PROXY,
+                                     .transport = SK_PROXY_STREAM,
+                                     .crc32c = st->proxy.send_crc};
+            rc = sk_proxy_send(st->conn, &o, st->timeout_ms);
+        }
         if (rc == 0 && st->tls)
             rc = sk_tls_start(st->conn, st->tls, st->tls_name, st->timeout_ms);
         if (rc == 0)
@@ -317,6 +327,7 @@ static const struct option long_options[] = {
     {"sni", required_argument, NULL, 'S'},
     {"alpn", required_argument, NULL, 'L'},
     TLS_CLI_PROTOCOL_OPTIONS,
+    PROXY_CLI_SEND_OPTION,
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -373,6 +384,7 @@ int cmd_connect(int argc, char **argv)
         case OPT_TLS_CIPHERS:
         case OPT_TLS_SUITES:
         case OPT_TLS_MIN: tls_cli_protocol_option(&tls, ch, optarg); break;
+        case OPT_SEND_PROXY: proxy_cli_option(&st.proxy, ch, optarg); break;
         case 'v': v = VERBOSITY_VERBOSE; break;
         case 'q': v = VERBOSITY_QUIET; break;
         case 'h': fputs(connect_usage, stdout); return EXIT_OK;

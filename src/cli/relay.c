@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "relay.h"
 
@@ -55,7 +56,11 @@ static const char relay_usage[] =
     "      --pin sha256:HEX     accept exactly this certificate\n"
     "      --insecure           accept any certificate (a warning says so)\n"
     "      --sni NAME           the name to send and verify (default: the target's HOST)\n"
-    "Both:\n" TLS_CLI_PROTOCOL_HELP "\n"
+    "Both:\n" TLS_CLI_PROTOCOL_HELP "\n" PROXY_CLI_ACCEPT_HELP PROXY_CLI_SEND_HELP
+    "      --proxy-unique-id    with --send-proxy v2: a random UNIQUE_ID per connection\n"
+    "      (--send-proxy v2 also tells the target the TLS the relay terminated: SNI as\n"
+    "      AUTHORITY, ALPN, the TLS version)\n"
+    "\n"
     "  -v, --verbose            a line per accept, target, connect, FIN or reset, close\n"
     "  -q, --quiet              print only errors\n"
     "  -h, --help               this help\n"
@@ -271,6 +276,49 @@ static void target_failed(sk_conn *c, int reason)
 static const sk_conn_callbacks target_callbacks = {
     .on_connect = target_up, .on_frame = target_frame, .on_close = target_failed};
 
+/* --send-proxy: the client (as the header that came in said, with --accept-proxy) and the
+ * address it connected to, and what the relay knows of it: the TLS it terminated (SNI as
+ * AUTHORITY, ALPN, SSL version and verification), a UNIQUE_ID if asked. The header is the
+ * target conn's bottom layer, so a TLS handshake to the target goes after it. */
+static int send_proxy_header(relay *r, pair *p)
+{
+    sk_addr src, dst;
+    sk_proxy_write_opts o = {.version = r->a->proxy.send_version,
+                             .command = SK_PROXY_CMD_PROXY,
+                             .transport = SK_PROXY_STREAM,
+                             .crc32c = r->a->proxy.send_crc};
+    if (sk_conn_peer_addr(p->client, &src) == 0 && sk_conn_local_addr(p->client, &dst) == 0 &&
+        src.ss.ss_family == dst.ss.ss_family) {
+        o.src = &src;
+        o.dst = &dst;
+    } else {
+        o.command = SK_PROXY_CMD_LOCAL; /* gone already, or no address to tell */
+    }
+    sk_tls_info info;
+    char id[33];
+    if (o.version == 2 && r->tls_in && sk_tls_describe(p->client, &info) == 0) {
+        if (info.sni)
+            o.authority = (sk_proxy_bytes){(const uint8_t *)info.sni, strlen(info.sni)};
+        if (info.alpn[0])
+            o.alpn = (sk_proxy_bytes){(const uint8_t *)info.alpn, strlen(info.alpn)};
+        o.ssl = (sk_proxy_ssl){
+            .present = true,
+            .client = SK_PROXY_SSL_CLIENT_SSL,
+            .verify = info.verified ? 0 : 1, /* 0: a client certificate was verified */
+            .version = {(const uint8_t *)info.version, strlen(info.version)},
+        };
+    }
+    if (o.version == 2 && r->a->proxy_unique_id) {
+        uint8_t raw[16];
+        if (getrandom(raw, sizeof raw, 0) == (ssize_t)sizeof raw) {
+            for (int i = 0; i < 16; i++)
+                snprintf(id + 2 * i, 3, "%02x", raw[i]);
+            o.unique_id = (sk_proxy_bytes){(const uint8_t *)id, 32};
+        }
+    }
+    return sk_proxy_send(p->target, &o, r->a->connect_timeout_ms);
+}
+
 /* Connect to the current address of the pair's target; a failure that comes at once is
  * handled as one that comes later. */
 static void try_target(relay *r, pair *p)
@@ -285,6 +333,12 @@ static void try_target(relay *r, pair *p)
         }
         int rc = sk_conn_connect(r->loop, addr, r->a->connect_timeout_ms, &target_callbacks, p,
                                  &p->target);
+        if (rc == 0 && r->a->proxy.send_version)
+            rc = send_proxy_header(r, p);
+        if (rc < 0 && p->target) {
+            sk_conn_abort(p->target); /* out of memory: its close reports it */
+            return;
+        }
         if (rc == 0 && r->tls_out && t->spec.scheme == SK_SCHEME_TLS) {
             const char *sni = r->a->tls_out.sni ? r->a->tls_out.sni : t->spec.host;
             rc = sk_tls_start(p->target, r->tls_out, sni[0] ? sni : "localhost",
@@ -452,6 +506,7 @@ enum {
     OPT_PIN,
     OPT_INSECURE,
     OPT_SNI,
+    OPT_PROXY_UNIQUE_ID,
 };
 
 static const struct option long_options[] = {
@@ -476,6 +531,9 @@ static const struct option long_options[] = {
     {"insecure", no_argument, NULL, OPT_INSECURE},
     {"sni", required_argument, NULL, OPT_SNI},
     TLS_CLI_PROTOCOL_OPTIONS,
+    PROXY_CLI_ACCEPT_OPTIONS,
+    PROXY_CLI_SEND_OPTION,
+    {"proxy-unique-id", no_argument, NULL, OPT_PROXY_UNIQUE_ID},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -545,6 +603,11 @@ static void parse_args(int argc, char **argv, relay_args *a)
         case OPT_PIN: a->tls_out.pin = optarg; break;
         case OPT_INSECURE: a->tls_out.insecure = true; break;
         case OPT_SNI: a->tls_out.sni = optarg; break;
+        case OPT_ACCEPT_PROXY:
+        case OPT_PROXY_FROM:
+        case OPT_PROXY_TIMEOUT:
+        case OPT_SEND_PROXY: proxy_cli_option(&a->proxy, ch, optarg); break;
+        case OPT_PROXY_UNIQUE_ID: a->proxy_unique_id = true; break;
         case OPT_TLS_CIPHERS:
         case OPT_TLS_SUITES:
         case OPT_TLS_MIN: tls_cli_protocol_option(&protocol, ch, optarg); break;
@@ -565,6 +628,9 @@ static void parse_args(int argc, char **argv, relay_args *a)
     if (argc - optind < 2)
         die(EXIT_USAGE, "relay needs a LISTEN address and at least one TARGET: sockit relay "
                         ":8080 127.0.0.1:9000 (see 'sockit relay --help')");
+    proxy_cli_check(&a->proxy);
+    if (a->proxy_unique_id && a->proxy.send_version != 2)
+        die(EXIT_USAGE, "--proxy-unique-id needs --send-proxy v2 (v1 has no room for it)");
     a->listen_text = argv[optind++];
     parse_address(a->listen_text, &a->listen);
     size_t n = (size_t)(argc - optind);
@@ -634,6 +700,7 @@ static void open_listener(relay *r)
                             .allow_count = a->nallow,
                             .deny = a->deny,
                             .deny_count = a->ndeny};
+    proxy_cli_listen(&a->proxy, &lo);
     char name[SK_ADDR_STRLEN + 128];
     listen_or_die(r->loop, &a->listen, &lo, on_accept, r, &r->listener, name, sizeof name);
     log_notice(&r->log, "listening on %s%s", r->tls_in ? "tls://" : "", name);
@@ -646,6 +713,9 @@ int cmd_relay(int argc, char **argv)
     check_tls_options(&a);
     resolve_targets(&a);
     if (is_datagram(&a.listen)) {
+        if (a.proxy.accept || a.proxy.send_version)
+            die(EXIT_USAGE, "--accept-proxy and --send-proxy are not supported for datagrams "
+                            "yet (use them with stream addresses)");
         if (!a.idle_given)
             a.idle_ms = 60000;
         int status = relay_udp(&a); /* relay_udp.c */
@@ -680,5 +750,6 @@ int cmd_relay(int argc, char **argv)
     free(a.pool.targets);
     free(a.allow);
     free(a.deny);
+    proxy_cli_free(&a.proxy);
     return r.exit_status;
 }

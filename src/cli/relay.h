@@ -74,8 +74,10 @@ typedef struct relay_args {
     int backlog;
     uint64_t handshake_ms; /* --handshake-timeout (TLS LISTEN); 0: 10 s */
     bool no_splice;
-    tls_cli tls_in;  /* terminating TLS on a tls:// LISTEN: --cert --key, protocol options */
-    tls_cli tls_out; /* originating TLS to tls:// targets: --ca --pin --insecure --sni */
+    proxy_cli proxy;      /* --accept-proxy ... and --send-proxy */
+    bool proxy_unique_id; /* --proxy-unique-id: a UNIQUE_ID TLV per connection */
+    tls_cli tls_in;       /* terminating TLS on a tls:// LISTEN: --cert --key, protocol options */
+    tls_cli tls_out;      /* originating TLS to tls:// targets: --ca --pin --insecure --sni */
     verbosity verbosity;
 } relay_args;
 

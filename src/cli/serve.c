@@ -51,7 +51,7 @@ static const char serve_usage[] =
     "      --client-ca FILE   require a client certificate signed by these CAs (mutual TLS)\n"
     "      --alpn LIST        protocols to agree on, comma-separated (h2,http/1.1)\n"
     "      --handshake-timeout SECS  close a client whose handshake takes longer (default "
-    "10)\n" TLS_CLI_PROTOCOL_HELP "\n"
+    "10)\n" TLS_CLI_PROTOCOL_HELP "\n" PROXY_CLI_ACCEPT_HELP "\n"
     "  -v, --verbose          print each socket step: socket, bind, listen, accept, recv,\n"
     "                         send, shutdown, close\n"
     "  -q, --quiet            print only errors\n"
@@ -284,6 +284,7 @@ static const struct option long_options[] = {
     {"alpn", required_argument, NULL, 'L'},
     {"handshake-timeout", required_argument, NULL, 'H'},
     TLS_CLI_PROTOCOL_OPTIONS,
+    PROXY_CLI_ACCEPT_OPTIONS,
     {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
     {"max-per-ip", required_argument, NULL, OPT_MAX_PER_IP},
     {"allow", required_argument, NULL, OPT_ALLOW},
@@ -304,6 +305,7 @@ typedef struct serve_args {
     uint32_t max_clients, max_per_ip;
     sk_cidr *allow, *deny; /* --allow, --deny */
     size_t nallow, ndeny;
+    proxy_cli proxy;
 } serve_args;
 
 static void parse_args(int argc, char **argv, server *srv, serve_args *a)
@@ -341,6 +343,9 @@ static void parse_args(int argc, char **argv, server *srv, serve_args *a)
         case OPT_TLS_CIPHERS:
         case OPT_TLS_SUITES:
         case OPT_TLS_MIN: tls_cli_protocol_option(&a->tls, ch, optarg); break;
+        case OPT_ACCEPT_PROXY:
+        case OPT_PROXY_FROM:
+        case OPT_PROXY_TIMEOUT: proxy_cli_option(&a->proxy, ch, optarg); break;
         case 'v': a->verbosity = VERBOSITY_VERBOSE; break;
         case 'q': a->verbosity = VERBOSITY_QUIET; break;
         case 'h': fputs(serve_usage, stdout); exit(EXIT_OK);
@@ -358,6 +363,7 @@ static void parse_args(int argc, char **argv, server *srv, serve_args *a)
             "unexpected argument '%s': serve takes one ADDRESS (see 'sockit serve "
             "--help')",
             argv[optind]);
+    proxy_cli_check(&a->proxy);
     srv->opt.frame = srv->svc->default_frame;
     if (a->frame && sk_frame_kind_parse(a->frame, &srv->opt.frame) < 0)
         die(EXIT_USAGE, "--frame: unknown framing '%s' (use raw, line or len32)", a->frame);
@@ -383,6 +389,7 @@ static void open_listener(server *srv, const serve_args *a, const sk_addrspec *w
                             .allow_count = a->nallow,
                             .deny = a->deny,
                             .deny_count = a->ndeny};
+    proxy_cli_listen(&a->proxy, &lo);
     if (srv->svc == &service_greet) { /* a line a person reads; other modes just close */
         lo.full_message = "server full\n";
         lo.per_ip_message = "too many connections from your address\n";
@@ -402,6 +409,9 @@ int cmd_serve(int argc, char **argv)
     if (sk_addr_parse(a.address, 12345, &spec, err, sizeof err) < 0)
         die(EXIT_USAGE, "bad address '%s': %s", a.address, err);
     if (spec.scheme == SK_SCHEME_UDP || spec.scheme == SK_SCHEME_UNIX_DGRAM) {
+        if (a.proxy.accept)
+            die(EXIT_USAGE, "--accept-proxy is not supported for datagrams yet (use it on a "
+                            "stream address)");
         free(a.allow);
         free(a.deny);
         return serve_udp(&spec, srv.svc->name, &srv.opt, a.verbosity); /* udp.c */
@@ -425,5 +435,6 @@ int cmd_serve(int argc, char **argv)
     sk_tls_ctx_free(srv.tls);
     free(a.allow);
     free(a.deny);
+    proxy_cli_free(&a.proxy);
     return srv.exit_status;
 }

@@ -11,7 +11,20 @@
 #include "ratelog.h"
 
 /* Why a connection was refused: each has its own counter and its own log rate limit. */
-enum { CAUSE_FULL, CAUSE_PER_IP, CAUSE_DENIED, NCAUSES };
+enum {
+    CAUSE_FULL,
+    CAUSE_PER_IP,
+    CAUSE_DENIED,
+    CAUSE_PROXY_UNTRUSTED, /* and the PROXY header's failures, in sk_refuse_cause's order */
+    CAUSE_PROXY_TIMEOUT,
+    CAUSE_PROXY_TRUNCATED,
+    CAUSE_PROXY_BAD_SIGNATURE,
+    CAUSE_PROXY_TOO_LONG,
+    CAUSE_PROXY_BAD_ADDRESS,
+    CAUSE_PROXY_CRC_MISMATCH,
+    CAUSE_PROXY_INVALID,
+    NCAUSES
+};
 
 /* Live conns from one client IP. */
 typedef struct ipent {
@@ -30,8 +43,8 @@ struct sk__admit {
     ipent **buckets; /* per-IP counts, only with max_per_ip */
     size_t nbuckets, nentries;
     uint32_t max_conns, max_per_ip;
-    sk_cidr *allow, *deny;
-    size_t allow_count, deny_count;
+    sk_cidr *allow, *deny, *proxy_from;
+    size_t allow_count, deny_count, proxy_from_count;
     char *full_message, *per_ip_message;
     uint64_t refused[NCAUSES];
     sk__ratelog log;
@@ -129,6 +142,7 @@ static void admit_free(sk__admit *a)
     free(a->buckets);
     free(a->allow);
     free(a->deny);
+    free(a->proxy_from);
     free(a->full_message);
     free(a->per_ip_message);
     free(a);
@@ -186,6 +200,7 @@ int sk__admit_new(sk_loop *loop, const sk_listen_options *o, sk__admit **out)
     sk__ratelog_init(&a->log, loop, o->log_interval_ms ? o->log_interval_ms : 1000, report, a);
     if (copy_list(&a->allow, &a->allow_count, o->allow, o->allow_count) < 0 ||
         copy_list(&a->deny, &a->deny_count, o->deny, o->deny_count) < 0 ||
+        copy_list(&a->proxy_from, &a->proxy_from_count, o->proxy_from, o->proxy_from_count) < 0 ||
         copy_text(&a->full_message, o->full_message) < 0 ||
         copy_text(&a->per_ip_message, o->per_ip_message) < 0) {
         admit_free(a);
@@ -210,6 +225,14 @@ static const sk_refuse_cause public_cause[NCAUSES] = {
     [CAUSE_FULL] = SK_REFUSE_MAX_CONNS,
     [CAUSE_PER_IP] = SK_REFUSE_PER_IP,
     [CAUSE_DENIED] = SK_REFUSE_DENIED,
+    [CAUSE_PROXY_UNTRUSTED] = SK_REFUSE_PROXY_UNTRUSTED,
+    [CAUSE_PROXY_TIMEOUT] = SK_REFUSE_PROXY_TIMEOUT,
+    [CAUSE_PROXY_TRUNCATED] = SK_REFUSE_PROXY_TRUNCATED,
+    [CAUSE_PROXY_BAD_SIGNATURE] = SK_REFUSE_PROXY_BAD_SIGNATURE,
+    [CAUSE_PROXY_TOO_LONG] = SK_REFUSE_PROXY_TOO_LONG,
+    [CAUSE_PROXY_BAD_ADDRESS] = SK_REFUSE_PROXY_BAD_ADDRESS,
+    [CAUSE_PROXY_CRC_MISMATCH] = SK_REFUSE_PROXY_CRC_MISMATCH,
+    [CAUSE_PROXY_INVALID] = SK_REFUSE_PROXY_INVALID,
 };
 
 /* The rate limit's report: one SK_EV_REFUSED for n refusals in the last secs seconds. */
@@ -284,6 +307,51 @@ int sk__admit_check(sk__admit *a, int fd, const sk_addr *peer, sk__release **slo
     }
     *slot = e ? &e->release : &a->release;
     return 0;
+}
+
+int sk__admit_check_conn(sk__admit *a, sk_conn *c, const sk_addr *peer, sk__release **slot)
+{
+    ipent *e;
+    int cause = decide(a, peer, &e);
+    if (cause < 0)
+        return cause;
+    if (cause != NCAUSES) {
+        const char *text = cause == CAUSE_FULL     ? a->full_message
+                           : cause == CAUSE_PER_IP ? a->per_ip_message
+                                                   : NULL;
+        a->refused[cause]++;
+        sk__count(&sk__loop_events(a->log.loop)->n.refused[public_cause[cause]], 1);
+        if (text)
+            sk_conn_write(c, text, strlen(text));
+        sk_conn_close(c); /* flushes the message; unread input is discarded, not reset */
+        sk__ratelog_note(&a->log, cause, peer);
+        return SK__REFUSED;
+    }
+    *slot = e ? &e->release : &a->release;
+    return 0;
+}
+
+int sk__admit_trusted(sk__admit *a, int fd, const sk_addr *source)
+{
+    if (!a->proxy_from_count || sk_cidr_admit(a->proxy_from, a->proxy_from_count, NULL, 0, source))
+        return 0;
+    refuse(a, fd, CAUSE_PROXY_UNTRUSTED, source);
+    return SK__REFUSED;
+}
+
+void sk__admit_proxy_failed(sk__admit *a, int err, const sk_addr *source)
+{
+    int cause = err == -ETIMEDOUT ? CAUSE_PROXY_TIMEOUT
+                : err == SK_PROXY_TRUNCATED || err == -ECONNRESET || err == 0
+                    ? CAUSE_PROXY_TRUNCATED
+                : err == SK_PROXY_BAD_SIGNATURE ? CAUSE_PROXY_BAD_SIGNATURE
+                : err == SK_PROXY_TOO_LONG      ? CAUSE_PROXY_TOO_LONG
+                : err == SK_PROXY_BAD_ADDRESS || err == SK_PROXY_BAD_PORT ? CAUSE_PROXY_BAD_ADDRESS
+                : err == SK_PROXY_CRC_MISMATCH                            ? CAUSE_PROXY_CRC_MISMATCH
+                                                                          : CAUSE_PROXY_INVALID;
+    a->refused[cause]++;
+    sk__count(&sk__loop_events(a->log.loop)->n.refused[public_cause[cause]], 1);
+    sk__ratelog_note(&a->log, cause, source);
 }
 
 void sk__admit_enter(sk__admit *a, sk__release *slot)

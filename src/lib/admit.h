@@ -23,6 +23,16 @@ void sk__admit_close(sk__admit *a);
  * conn exists, or to sk__admit_abandon. SK__REFUSED: the fd is answered, closed, counted and
  * logged. -ENOMEM: no room to count it (the caller drops it). */
 int sk__admit_check(sk__admit *a, int fd, const sk_addr *peer, sk__release **slot);
+/* The same for a conn that exists already (a PROXY header was read first, and peer is the
+ * address it gave): a refused conn is answered and closed through the conn. */
+int sk__admit_check_conn(sk__admit *a, sk_conn *c, const sk_addr *peer, sk__release **slot);
+/* accept_proxy: 0 if source may connect at all (proxy_from); SK__REFUSED: answered, closed,
+ * counted and logged. */
+int sk__admit_trusted(sk__admit *a, int fd, const sk_addr *source);
+/* A conn from source failed its PROXY header with err (an sk_proxy_error, -ETIMEDOUT, an end
+ * inside the header): counted and logged by cause. */
+void sk__admit_proxy_failed(sk__admit *a, int err, const sk_addr *source);
+
 /* Count the new conn as live; give it the slot (sk__conn_set_release) to tell its close. */
 void sk__admit_enter(sk__admit *a, sk__release *slot);
 /* The conn could not be made after all. */

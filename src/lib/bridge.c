@@ -215,7 +215,7 @@ static bool can_splice(const sk_conn *a, const sk_conn *b)
 {
     const sk_conn *c[2] = {a, b};
     for (int i = 0; i < 2; i++)
-        if (c[i]->x->top || c[i]->x->out || c[i]->x->in_len ||
+        if (!sk__conn_layers_passthrough(c[i]) || c[i]->x->out || c[i]->x->in_len ||
             (c[i]->flags & (F_PEER_EOF | F_CLOSING | F_CLOSED | F_SHUT_WANTED)))
             return false;
     return true;

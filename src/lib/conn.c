@@ -341,12 +341,16 @@ SK_API int sk_conn_peer_addr(const sk_conn *c, sk_addr *out)
         *out = *a->peer;
         return 0;
     }
+    if (c->x->top && sk__conn_layer_addr(c, false, out) == 0)
+        return 0; /* a PROXY header's client */
     out->len = sizeof out->ss;
     return getpeername(sk__conn_socket(c), (struct sockaddr *)&out->ss, &out->len) < 0 ? -errno : 0;
 }
 
 SK_API int sk_conn_local_addr(const sk_conn *c, sk_addr *out)
 {
+    if (c->x->top && sk__conn_layer_addr(c, true, out) == 0)
+        return 0;
     out->len = sizeof out->ss;
     return getsockname(sk__conn_socket(c), (struct sockaddr *)&out->ss, &out->len) < 0 ? -errno : 0;
 }

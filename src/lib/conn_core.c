@@ -267,6 +267,22 @@ int sk__conn_start_layers(sk_conn *c)
     }
 }
 
+int sk__conn_layer_addr(const sk_conn *c, bool local, sk_addr *out)
+{
+    for (const sk__layer *l = c->x->top; l; l = l->below)
+        if (l->ops->addr && l->ops->addr(l, local, out) == 0)
+            return 0;
+    return -1;
+}
+
+bool sk__conn_layers_passthrough(const sk_conn *c)
+{
+    for (const sk__layer *l = c->x->top; l; l = l->below)
+        if (!l->ops->passthrough || !l->ops->passthrough(l))
+            return false;
+    return true;
+}
+
 bool sk__conn_layer_pending(const sk_conn *c)
 {
     for (const sk__layer *l = c->x->top; l; l = l->below)

@@ -110,6 +110,14 @@ SK_API const char *sk_refuse_cause_name(sk_refuse_cause cause)
         [SK_REFUSE_PER_IP] = "per_ip",
         [SK_REFUSE_DENIED] = "denied",
         [SK_REFUSE_NO_MEMORY] = "no_memory",
+        [SK_REFUSE_PROXY_UNTRUSTED] = "proxy_untrusted",
+        [SK_REFUSE_PROXY_TIMEOUT] = "proxy_timeout",
+        [SK_REFUSE_PROXY_TRUNCATED] = "proxy_truncated",
+        [SK_REFUSE_PROXY_BAD_SIGNATURE] = "proxy_bad_signature",
+        [SK_REFUSE_PROXY_TOO_LONG] = "proxy_too_long",
+        [SK_REFUSE_PROXY_BAD_ADDRESS] = "proxy_bad_address",
+        [SK_REFUSE_PROXY_CRC_MISMATCH] = "proxy_crc_mismatch",
+        [SK_REFUSE_PROXY_INVALID] = "proxy_invalid",
     };
     return (unsigned)cause < SK_REFUSE__COUNT ? names[cause] : "other";
 }

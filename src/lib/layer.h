@@ -40,6 +40,12 @@ typedef struct sk__layer_ops {
     bool (*pending)(const sk__layer *l);
     /* Free the layer (the socket stays open: the conn owns it). */
     void (*destroy)(sk__layer *l);
+    /* An address the layer knows better than the socket (a PROXY header's client, local
+     * true: the address the client connected to): 0, or -1 when it does not. NULL: never. */
+    int (*addr)(const sk__layer *l, bool local, sk_addr *out);
+    /* Up, holding nothing, and adding nothing to the bytes: the socket may be read and
+     * written around it (splice). NULL: never. */
+    bool (*passthrough)(const sk__layer *l);
 } sk__layer_ops;
 
 /* Embedded at the start of each layer's own state. */
@@ -102,6 +108,10 @@ static inline void sk__layer_shutdown_below(sk__layer *l)
  * within timeout_ms (0: 10 s) of now; on_connect follows once every layer is up. 0, -EINVAL
  * (closing, or the conn is already past its start), or -ENOMEM. */
 int sk__conn_push_layer(sk_conn *c, sk__layer *l, uint64_t timeout_ms);
+/* The address a layer of c knows (the topmost that does): 0, or -1. */
+int sk__conn_layer_addr(const sk_conn *c, bool local, sk_addr *out);
+/* Every layer of c is passthrough (or c has none). */
+bool sk__conn_layers_passthrough(const sk_conn *c);
 /* The topmost layer of this kind on c, or NULL. */
 sk__layer *sk__conn_find_layer(const sk_conn *c, const sk__layer_ops *ops);
 

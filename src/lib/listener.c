@@ -38,7 +38,19 @@ struct sk_listener {
      * set it (one setsockopt per connection). */
     enum { NODELAY_UNKNOWN, NODELAY_INHERITED, NODELAY_PER_ACCEPT } nodelay;
     sk__ratelog log;
+    bool accept_proxy; /* every conn starts with a PROXY header (proxy.h) */
+    uint32_t proxy_timeout_ms;
+    struct pending *pending; /* conns whose header is not in yet */
 };
+
+/* A conn accepted with accept_proxy whose header is not in yet: the user has not seen it. */
+typedef struct pending {
+    sk_listener *l; /* NULL once the listener closed */
+    sk_conn *conn;
+    struct pending *prev, *next;
+    sk_addr source; /* the proxy (the socket's peer), for the report if the header fails */
+    bool refused;   /* admission refused it after the header (and counted it) */
+} pending;
 
 static void watch_socket(sk_listener *l)
 {
@@ -96,6 +108,126 @@ static void set_nodelay(sk_listener *l, int fd, int family)
     sk__sock_nodelay(fd, family);
 }
 
+/* ---------------------------------------------------------------- accepting a PROXY header
+ * Nothing of the conn is the user's until its header is in: then admission runs with the
+ * client's address from the header, and the accept callback comes as for any conn. */
+
+static void no_memory(sk_listener *l, const sk_addr *peer)
+{
+    sk__count(&sk__loop_events(l->loop)->n.refused[SK_REFUSE_NO_MEMORY], 1);
+    sk__emit(l->loop, &(sk_event){.kind = SK_EV_REFUSED,
+                                  .listener = l,
+                                  .addr = peer,
+                                  .cause = SK_REFUSE_NO_MEMORY,
+                                  .count = 1});
+}
+
+static void pending_unlink(pending *pd)
+{
+    if (!pd->l)
+        return;
+    if (pd->prev)
+        pd->prev->next = pd->next;
+    else
+        pd->l->pending = pd->next;
+    if (pd->next)
+        pd->next->prev = pd->prev;
+    pd->prev = pd->next = NULL;
+}
+
+static void admitted(sk_listener *l, sk_conn *c, const sk_addr *peer, sk__release *slot);
+
+static void header_in(sk_conn *c)
+{
+    pending *pd = sk_conn_data(c);
+    sk_listener *l = pd->l;
+    sk_addr peer;
+    if (sk_conn_peer_addr(c, &peer) < 0)
+        peer = pd->source;
+    if (sk__trace_on(l->loop)) {
+        char name[SK_ADDR_STRLEN], via[SK_ADDR_STRLEN];
+        sk_addr_format(&peer, name, sizeof name);
+        sk_addr_format(&pd->source, via, sizeof via);
+        sk__trace(l->loop, "proxy fd=%d peer=%s via %s", sk_conn_fd(c), name, via);
+    }
+    sk__release *slot = NULL;
+    int rc = sk__admit_check_conn(l->adm, c, &peer, &slot);
+    if (rc == SK__REFUSED) {
+        pd->refused = true; /* closing: header_failed() frees pd */
+        return;
+    }
+    if (rc < 0) {
+        pd->refused = true;
+        no_memory(l, &peer);
+        sk_conn_abort(c);
+        return;
+    }
+    pending_unlink(pd);
+    free(pd);
+    static const sk_conn_callbacks none; /* until the accept callback sets the user's */
+    sk_conn_set_callbacks(c, &none);
+    sk_conn_set_data(c, NULL);
+    admitted(l, c, &peer, slot);
+}
+
+static void header_frame(sk_conn *c, const void *data, size_t len)
+{
+    /* Not called: the user's callbacks are set before the conn delivers a byte. */
+}
+
+static void header_failed(sk_conn *c, int reason)
+{
+    pending *pd = sk_conn_data(c);
+    if (pd->l && !pd->refused && pd->l->adm)
+        sk__admit_proxy_failed(pd->l->adm, reason, &pd->source);
+    pending_unlink(pd);
+    free(pd);
+}
+
+static const sk_conn_callbacks header_callbacks = {
+    .on_connect = header_in, .on_frame = header_frame, .on_close = header_failed};
+
+static void accept_proxied(sk_listener *l, int fd, const sk_addr *source)
+{
+    if (sk__admit_trusted(l->adm, fd, source) == SK__REFUSED)
+        return;
+    set_nodelay(l, fd, source->ss.ss_family);
+    sk_conn *c;
+    pending *pd = calloc(1, sizeof *pd);
+    if (!pd || sk__conn_accepted(l->loop, fd, &c) < 0) {
+        free(pd);
+        no_memory(l, source);
+        close(fd);
+        return;
+    }
+    *pd = (pending){.l = l, .conn = c, .next = l->pending, .source = *source};
+    if (l->pending)
+        l->pending->prev = pd;
+    l->pending = pd;
+    sk_conn_set_data(c, pd);
+    sk_conn_set_callbacks(c, &header_callbacks);
+    if (sk_proxy_expect(c, l->proxy_timeout_ms) < 0) {
+        pd->refused = true;
+        no_memory(l, source);
+        sk_conn_abort(c); /* header_failed() frees pd */
+    }
+}
+
+/* ---------------------------------------------------------------- accepting */
+
+/* The conn is the user's now: counted, reported, and handed to the accept callback. */
+static void admitted(sk_listener *l, sk_conn *c, const sk_addr *peer, sk__release *slot)
+{
+    sk__admit_enter(l->adm, slot);
+    sk__conn_set_release(c, slot);
+    l->accepted++;
+    sk__count(&sk__loop_events(l->loop)->n.accepted, 1);
+    *sk__loop_accepting(l->loop) = (sk__accepting){.conn = c, .peer = peer};
+    sk__emit(l->loop, &(sk_event){.kind = SK_EV_ACCEPTED, .listener = l, .conn = c});
+    l->on_accept(l, c);
+    *sk__loop_accepting(l->loop) = (sk__accepting){0};
+}
+
 static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss, socklen_t len)
 {
     sk_addr peer = {.ss = *ss, .len = len};
@@ -104,6 +236,10 @@ static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss
         sk_addr_format(&peer, name, sizeof name);
         sk__trace(l->loop, "accept fd=%d peer=%s", fd, name);
     }
+    if (l->accept_proxy) {
+        accept_proxied(l, fd, &peer);
+        return;
+    }
     sk__release *slot = NULL;
     int rc = sk__admit_check(l->adm, fd, &peer, &slot);
     if (rc == SK__REFUSED)
@@ -111,25 +247,13 @@ static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss
     set_nodelay(l, fd, ss->ss_family);
     sk_conn *c;
     if (rc < 0 || sk__conn_accepted(l->loop, fd, &c) < 0) {
-        sk__count(&sk__loop_events(l->loop)->n.refused[SK_REFUSE_NO_MEMORY], 1);
-        sk__emit(l->loop, &(sk_event){.kind = SK_EV_REFUSED,
-                                      .listener = l,
-                                      .addr = &peer,
-                                      .cause = SK_REFUSE_NO_MEMORY,
-                                      .count = 1});
+        no_memory(l, &peer);
         if (slot)
             sk__admit_abandon(l->adm, slot);
         close(fd);
         return;
     }
-    sk__admit_enter(l->adm, slot);
-    sk__conn_set_release(c, slot);
-    l->accepted++;
-    sk__count(&sk__loop_events(l->loop)->n.accepted, 1);
-    *sk__loop_accepting(l->loop) = (sk__accepting){.conn = c, .peer = &peer};
-    sk__emit(l->loop, &(sk_event){.kind = SK_EV_ACCEPTED, .listener = l, .conn = c});
-    l->on_accept(l, c);
-    *sk__loop_accepting(l->loop) = (sk__accepting){0};
+    admitted(l, c, &peer, slot);
 }
 
 static void listener_ready(sk__io *io, unsigned events)
@@ -219,6 +343,8 @@ SK_API int sk_listener_open(sk_loop *loop, const sk_addr *addr, const sk_listen_
     l->on_accept = on_accept;
     l->data = data;
     l->retry_ms = o->retry_ms ? o->retry_ms : 100;
+    l->accept_proxy = o->accept_proxy;
+    l->proxy_timeout_ms = o->proxy_timeout_ms;
     sk__ratelog_init(&l->log, loop, o->log_interval_ms ? o->log_interval_ms : 1000, report_pauses,
                      l);
     /* Every allocation before the socket: a failure then has no file to clean up. */
@@ -310,6 +436,13 @@ SK_API void sk_listener_close(sk_listener *l)
     }
     sk_timer_free(l->retry);
     l->retry = NULL;
+    for (pending *pd = l->pending, *next; pd; pd = next) { /* their headers no longer matter */
+        next = pd->next;
+        pd->l = NULL;
+        pd->prev = pd->next = NULL;
+        sk_conn_abort(pd->conn);
+    }
+    l->pending = NULL;
     sk__ratelog_flush(&l->log); /* what the rate limit held back is still worth a line */
     if (l->adm)
         sk__admit_close(l->adm); /* live conns keep the counts until the last one closes */

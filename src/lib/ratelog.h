@@ -6,7 +6,7 @@
 
 #include "internal.h"
 
-#define SK__RATELOG_CAUSES 3
+#define SK__RATELOG_CAUSES 11 /* admit.c has the most */
 
 /* Write the line for count events of cause in the last secs seconds (0 for the first line);
  * peer (NULL when unknown) sent the last of them. */
