@@ -713,15 +713,13 @@ int cmd_relay(int argc, char **argv)
     check_tls_options(&a);
     resolve_targets(&a);
     if (is_datagram(&a.listen)) {
-        if (a.proxy.accept || a.proxy.send_version)
-            die(EXIT_USAGE, "--accept-proxy and --send-proxy are not supported for datagrams "
-                            "yet (use them with stream addresses)");
         if (!a.idle_given)
             a.idle_ms = 60000;
         int status = relay_udp(&a); /* relay_udp.c */
         free(a.pool.targets);
         free(a.allow);
         free(a.deny);
+        proxy_cli_free(&a.proxy);
         return status;
     }
     relay r = {.a = &a, .handshake_ms = a.handshake_ms ? a.handshake_ms : 10000};

@@ -40,6 +40,7 @@
 #define SESSION_QUEUE 32        /* see above: at most 16 held per session */
 #define BUCKETS_START 64
 #define LOG_EVERY_MS 1000
+#define SCRATCH_SIZE (65536 + 256) /* the largest datagram and a PROXY header */
 
 typedef struct udp_relay udp_relay;
 
@@ -72,7 +73,9 @@ struct udp_relay {
     uint64_t seed;
     session *oldest, *newest;
     sk_timer *sweep;
-    droplog full, busy, denied, no_target;
+    droplog full, busy, denied, no_target, bad_header;
+    sk_addr bound;    /* the listening address: a sent PROXY header's destination */
+    uint8_t *scratch; /* --send-proxy: header + payload, one datagram */
     uint64_t from_clients, to_targets, from_targets, to_clients;
     uint64_t oversize, unanswerable, sessions, expired, moved;
     int signals_seen;
@@ -389,6 +392,50 @@ static const sk_dgram_callbacks session_callbacks = {.on_datagram = target_datag
 
 /* ---------------------------------------------------------------- the LISTEN socket */
 
+/* The PROXY protocol on datagrams, one header in each (the spec's datagram form):
+ * --accept-proxy takes the header off what a client (a proxy) sent, --send-proxy puts one on
+ * for the target, naming the client (the header's, if one came) and the relay's address. The
+ * session stays keyed by the sender: replies go back to it. Returns the payload's length and
+ * sets *payload (NULL: drop it). */
+static size_t proxy_datagram(udp_relay *r, const sk_datagram *dg, const uint8_t **payload)
+{
+    const uint8_t *data = dg->data;
+    size_t len = dg->len;
+    sk_proxy_header h = {0};
+    const sk_addr *client = dg->from;
+    *payload = NULL;
+    if (r->a->proxy.accept) {
+        int rc = sk_proxy_parse_datagram(data, len, &h);
+        if (rc < 0) {
+            dropped(r, &r->bad_header, "no valid PROXY v2 header at its start (--accept-proxy)");
+            return 0;
+        }
+        data += rc;
+        len -= (size_t)rc;
+        if (h.command == SK_PROXY_CMD_PROXY && h.src.len)
+            client = &h.src;
+    }
+    if (!r->a->proxy.send_version) {
+        *payload = data;
+        return len;
+    }
+    bool same = client->ss.ss_family == r->bound.ss.ss_family;
+    sk_proxy_write_opts o = {.version = 2,
+                             .command = same ? SK_PROXY_CMD_PROXY : SK_PROXY_CMD_LOCAL,
+                             .transport = SK_PROXY_DGRAM,
+                             .src = same ? client : NULL,
+                             .dst = same ? &r->bound : NULL,
+                             .crc32c = r->a->proxy.send_crc};
+    int n = sk_proxy_write(r->scratch, SCRATCH_SIZE, &o);
+    if (n < 0 || (size_t)n + len > SCRATCH_SIZE) {
+        dropped(r, &r->bad_header, "no room for its PROXY header");
+        return 0;
+    }
+    memcpy(r->scratch + n, data, len);
+    *payload = r->scratch;
+    return (size_t)n + len;
+}
+
 static void client_datagram(sk_dgram *d, const sk_datagram *dg)
 {
     udp_relay *r = sk_dgram_data(d);
@@ -406,6 +453,13 @@ static void client_datagram(sk_dgram *d, const sk_datagram *dg)
                               "relayed (the client must bind its socket; sockit connect does)");
         return;
     }
+    const uint8_t *payload = dg->data;
+    size_t len = dg->len;
+    if (r->a->proxy.accept || r->a->proxy.send_version) {
+        len = proxy_datagram(r, dg, &payload);
+        if (!payload)
+            return;
+    }
     uint64_t h = addr_hash(r, dg->from);
     session *s = lookup(r, dg->from, h);
     if (!s && !(s = session_new(r, dg->from, h)))
@@ -415,12 +469,12 @@ static void client_datagram(sk_dgram *d, const sk_datagram *dg)
         dropped(r, &r->busy, "a target takes datagrams slower than its clients send them");
         return;
     }
-    int rc = sk_dgram_send(s->d, dg->data, dg->len, NULL);
+    int rc = sk_dgram_send(s->d, payload, len, NULL);
     if (rc == -ENOBUFS) {
         dropped(r, &r->busy, "a target takes datagrams slower than its clients send them");
     } else if (rc < 0) {
         client_name(dg->from, name, sizeof name);
-        log_info(&r->log, "%s: cannot send %zu bytes to %s: %s", name, dg->len,
+        log_info(&r->log, "%s: cannot send %zu bytes to %s: %s", name, len,
                  r->a->pool.targets[s->target].text, sk_strerror(rc));
     } else {
         s->up++;
@@ -461,9 +515,8 @@ static void open_listen(udp_relay *r)
         die(EXIT_RUNTIME, "cannot listen on %s: %s%s", r->a->listen_text, sk_strerror(rc),
             hint_for(rc, spec->is_unix, spec->port));
     char name[SK_ADDR_STRLEN + 16];
-    sk_addr bound;
-    sk_dgram_local_addr(r->listen, &bound);
-    dgram_name(&bound, name, sizeof name);
+    sk_dgram_local_addr(r->listen, &r->bound);
+    dgram_name(&r->bound, name, sizeof name);
     log_notice(&r->log, "listening on %s", name);
 }
 
@@ -536,6 +589,13 @@ int relay_udp(relay_args *a)
     r->max_buckets = BUCKETS_START;
     while (r->max_buckets < a->max_sessions)
         r->max_buckets *= 2;
+    if (a->proxy.send_version == 1)
+        die(EXIT_USAGE, "--send-proxy v1 cannot name datagrams: use v2 (or v2,crc32c)");
+    if (a->proxy.nfrom || a->proxy.timeout_ms)
+        die(EXIT_USAGE, "--proxy-from and --proxy-timeout are for streams (a datagram's "
+                        "header comes with it)");
+    if (a->proxy.send_version && !(r->scratch = malloc(SCRATCH_SIZE)))
+        die(EXIT_RUNTIME, "out of memory");
     r->seed = random_seed();
     r->buckets = calloc(r->nbuckets, sizeof *r->buckets);
     int rc = sk_loop_new(&r->loop);
@@ -559,5 +619,6 @@ int relay_udp(relay_args *a)
     sk_timer_free(r->sweep);
     sk_loop_free(r->loop);
     free(r->buckets);
+    free(r->scratch);
     return EXIT_OK;
 }

@@ -409,9 +409,10 @@ int cmd_serve(int argc, char **argv)
     if (sk_addr_parse(a.address, 12345, &spec, err, sizeof err) < 0)
         die(EXIT_USAGE, "bad address '%s': %s", a.address, err);
     if (spec.scheme == SK_SCHEME_UDP || spec.scheme == SK_SCHEME_UNIX_DGRAM) {
-        if (a.proxy.accept)
-            die(EXIT_USAGE, "--accept-proxy is not supported for datagrams yet (use it on a "
-                            "stream address)");
+        if (a.proxy.nfrom || a.proxy.timeout_ms)
+            die(EXIT_USAGE, "--proxy-from and --proxy-timeout are for streams (a datagram's "
+                            "header comes with it)");
+        srv.opt.accept_proxy = a.proxy.accept;
         free(a.allow);
         free(a.deny);
         return serve_udp(&spec, srv.svc->name, &srv.opt, a.verbosity); /* udp.c */

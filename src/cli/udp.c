@@ -53,8 +53,41 @@ typedef struct udp_server {
     char *greeting;
     size_t greeting_len, max_size;
     int signals_seen;
-    uint64_t truncated, unanswerable, refused;
+    bool accept_proxy;
+    uint64_t truncated, unanswerable, refused, bad_headers;
 } udp_server;
+
+/* --accept-proxy: each datagram starts with a PROXY v2 header (the spec's datagram form:
+ * header and payload in one datagram, each parsed on its own). The payload is what the mode
+ * answers; the reply goes to the sender, the proxy. false: the datagram is dropped. */
+static bool strip_proxy_header(udp_server *s, const sk_datagram *dg, const uint8_t **data,
+                               size_t *len)
+{
+    sk_proxy_header h;
+    int rc = sk_proxy_parse_datagram(dg->data, dg->len, &h);
+    char via[SK_ADDR_STRLEN];
+    if (rc < 0) {
+        peer_name(dg->from, via, sizeof via);
+        if (s->bad_headers++ == 0)
+            log_warn(&s->log,
+                     "datagram from %s dropped: %s (--accept-proxy: every datagram "
+                     "must start with a PROXY v2 header; -v shows further ones)",
+                     via, sk_proxy_strerror(rc));
+        else
+            log_info(&s->log, "datagram from %s dropped: %s", via, sk_proxy_strerror(rc));
+        return false;
+    }
+    if (s->log.level == VERBOSITY_VERBOSE) {
+        char who[SK_ADDR_STRLEN] = "(no address: LOCAL)";
+        if (h.command == SK_PROXY_CMD_PROXY && h.src.len)
+            peer_name(&h.src, who, sizeof who);
+        peer_name(dg->from, via, sizeof via);
+        log_info(&s->log, "datagram of %zu bytes from %s via %s", dg->len - (size_t)rc, who, via);
+    }
+    *data = (const uint8_t *)dg->data + rc;
+    *len = dg->len - (size_t)rc;
+    return true;
+}
 
 static void serve_datagram(sk_dgram *d, const sk_datagram *dg)
 {
@@ -72,10 +105,14 @@ static void serve_datagram(sk_dgram *d, const sk_datagram *dg)
                      peer, dg->len);
         return;
     }
+    const uint8_t *data = dg->data;
+    size_t data_len = dg->len;
+    if (s->accept_proxy && !strip_proxy_header(s, dg, &data, &data_len))
+        return;
     if (s->mode == MODE_DISCARD)
         return;
-    const void *reply = s->mode == MODE_ECHO ? dg->data : s->greeting;
-    size_t len = s->mode == MODE_ECHO ? dg->len : s->greeting_len;
+    const void *reply = s->mode == MODE_ECHO ? (const void *)data : s->greeting;
+    size_t len = s->mode == MODE_ECHO ? data_len : s->greeting_len;
     int rc = sk_dgram_send(d, reply, len, dg->from);
     if (rc == -EDESTADDRREQ) {
         if (s->unanswerable++ == 0)
@@ -174,7 +211,7 @@ static void open_server(udp_server *s, const sk_addrspec *spec)
 int serve_udp(const sk_addrspec *spec, const char *mode, const struct server_options *opt,
               verbosity v)
 {
-    udp_server state = {.mode = mode_of(mode)}, *s = &state;
+    udp_server state = {.mode = mode_of(mode), .accept_proxy = opt->accept_proxy}, *s = &state;
     s->max_size = opt->max_frame < (16u << 20) ? opt->max_frame : (16u << 20);
     s->greeting_len = strlen(opt->message) + 1;
     s->greeting = malloc(s->greeting_len);

@@ -38,6 +38,7 @@ typedef struct server_options {
     size_t max_frame;
     size_t max_queue; /* a client's output queue limit */
     uint64_t idle_ms;
+    bool accept_proxy; /* datagrams (udp.c): a PROXY v2 header starts each one */
 } server_options;
 
 typedef struct service {
