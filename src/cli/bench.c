@@ -47,6 +47,8 @@ static const char bench_usage[] =
     "      --ca FILE          tls://: trust these CAs instead of the system's\n"
     "      --pin sha256:HEX   tls://: accept exactly the certificate with this fingerprint\n"
     "      --insecure         tls://: accept any certificate\n"
+    "      --send-proxy v1|v2 start each connection with a PROXY header (to measure a\n"
+    "                         server's --accept-proxy)\n"
     "      --server-pid PID   also measure that server: CPU time (its whole process tree)\n"
     "                         per message or connection, and memory (RSS)\n"
     "      --json             print one JSON object instead of the table\n"
@@ -81,6 +83,7 @@ static const struct option long_options[] = {
     {"ca", required_argument, NULL, 'C'},
     {"pin", required_argument, NULL, 'N'},
     {"insecure", no_argument, NULL, 'k'},
+    PROXY_CLI_SEND_OPTION,
     {"json", no_argument, NULL, 'j'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -167,6 +170,12 @@ static void parse_args(int argc, char **argv, bench_config *cfg, bench_args *a)
         case 'C': a->tls.ca = optarg; break;
         case 'N': a->tls.pin = optarg; break;
         case 'k': a->tls.insecure = true; break;
+        case OPT_SEND_PROXY: {
+            proxy_cli p = {0};
+            proxy_cli_option(&p, ch, optarg);
+            cfg->send_proxy = p.send_version;
+            break;
+        }
         case 'j': a->json = true; break;
         case 'q': a->quiet = true; break;
         case 'h': fputs(bench_usage, stdout); exit(EXIT_OK);

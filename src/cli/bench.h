@@ -42,6 +42,7 @@ typedef struct bench_config {
     uint64_t rate;       /* messages per second in total; 0: as fast as replies come */
     uint64_t timeout_ms; /* connect timeout */
     sk_tls_ctx *tls;     /* tls:// addresses; NULL for plain TCP and Unix */
+    int send_proxy;      /* --send-proxy: 1 or 2 (a PROXY header per connection); 0 none */
     char tls_name[256];  /* the name verified and sent as SNI */
 } bench_config;
 

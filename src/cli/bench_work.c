@@ -301,11 +301,24 @@ static const sk_conn_callbacks bulk_callbacks = {
     .on_close = stream_close,
 };
 
+/* --send-proxy: a header with the connection's own addresses, before TLS. */
+static int send_proxy(wstate *ws, bconn *b)
+{
+    sk_proxy_write_opts o = {.version = ws->cfg->send_proxy,
+                             .command = SK_PROXY_CMD_PROXY,
+                             .transport = SK_PROXY_STREAM};
+    if (sk_proxy_send(b->c, &o, ws->cfg->timeout_ms) < 0)
+        sk_conn_abort(b->c); /* out of memory: its close counts the failure */
+    return 0;
+}
+
 static void start_stream(wstate *ws, bconn *b)
 {
     const sk_conn_callbacks *cb = ws->cfg->mode == BENCH_BULK ? &bulk_callbacks : &echo_callbacks;
     b->tx = b->rx = 0;
     int rc = sk_conn_connect(ws->w->loop, &ws->cfg->addr, ws->cfg->timeout_ms, cb, b, &b->c);
+    if (rc == 0 && ws->cfg->send_proxy)
+        rc = send_proxy(ws, b);
     if (rc == 0 && ws->cfg->tls)
         start_tls(ws, b);
     if (rc < 0) {
@@ -380,6 +393,8 @@ static void start_connect(wstate *ws, bconn *b)
     b->start_ns = bench_now_ns();
     int rc = sk_conn_connect(ws->w->loop, &ws->cfg->addr, ws->cfg->timeout_ms, &connect_callbacks,
                              b, &b->c);
+    if (rc == 0 && ws->cfg->send_proxy)
+        rc = send_proxy(ws, b);
     if (rc == 0 && ws->cfg->tls)
         start_tls(ws, b);
     if (rc < 0) {

@@ -250,6 +250,12 @@ static void start_step(sk_conn *c)
     established(c);
 }
 
+void sk__conn_start_now(sk_conn *c)
+{
+    if ((c->flags & F_STARTING) && !(c->flags & (F_CONNECTING | F_CLOSED)))
+        start_step(c);
+}
+
 static void on_connected(sk_conn *c)
 {
     int err = 0;

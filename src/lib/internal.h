@@ -91,6 +91,12 @@ typedef struct sk__accepting {
 } sk__accepting;
 sk__accepting *sk__loop_accepting(sk_loop *loop); /* loop.c: the loop's own */
 int sk__conn_accepted(sk_loop *loop, int fd, sk_conn **out);
+/* Run a just-pushed layer's start now instead of at the next readiness: bytes that are there
+ * already (a PROXY header that came with the handshake) save a trip round the loop. on_connect
+ * may run inside this call. */
+void sk__conn_start_now(sk_conn *c);
+/* sk_proxy_expect() with the proxy's address already known (the listener has it). */
+int sk__proxy_expect(sk_conn *c, uint64_t timeout_ms, const sk_addr *via);
 /* Told once when a conn closes (the listener's live counts). Embedded in the counting
  * object, so the conn holds one pointer. */
 typedef struct sk__release sk__release;

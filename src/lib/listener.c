@@ -206,11 +206,13 @@ static void accept_proxied(sk_listener *l, int fd, const sk_addr *source)
     l->pending = pd;
     sk_conn_set_data(c, pd);
     sk_conn_set_callbacks(c, &header_callbacks);
-    if (sk_proxy_expect(c, l->proxy_timeout_ms) < 0) {
+    if (sk__proxy_expect(c, l->proxy_timeout_ms, source) < 0) {
         pd->refused = true;
         no_memory(l, source);
         sk_conn_abort(c); /* header_failed() frees pd */
+        return;
     }
+    sk__conn_start_now(c); /* the header has usually arrived with the handshake: read it now */
 }
 
 /* ---------------------------------------------------------------- accepting */
@@ -302,6 +304,12 @@ static int open_socket(sk_loop *loop, const sk_addr *addr, const sk_listen_optio
     }
     sk__sock_v6only(fd, family, o->v6only);
     sk__sock_nodelay(fd, family); /* for the accepted sockets, which inherit it (set_nodelay) */
+    if (o->accept_proxy && family != AF_UNIX) {
+        /* Every client speaks first (its header): the kernel may hand us a connection only
+         * once bytes are there, which saves a wakeup per connection. */
+        int secs = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
+    }
     int rc = sk__sock_bind(loop, fd, SOCK_STREAM, addr);
     int backlog = o->backlog > 0 ? o->backlog : SOMAXCONN;
     if (rc == 0 && listen(fd, backlog) < 0)

@@ -199,16 +199,22 @@ static const sk__layer_ops proxy_ops = {
 
 /* ---------------------------------------------------------------- the API */
 
-SK_API int sk_proxy_expect(sk_conn *c, uint64_t timeout_ms)
+int sk__proxy_expect(sk_conn *c, uint64_t timeout_ms, const sk_addr *via)
 {
     proxy_layer *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     p->base.ops = &proxy_ops;
-    p->via.len = sizeof p->via.ss;
-    if (getpeername(sk_conn_fd(c), (struct sockaddr *)&p->via.ss, &p->via.len) < 0)
-        p->via.len = 0;
+    p->via = *via;
     return sk__conn_push_layer(c, &p->base, timeout_ms ? timeout_ms : 3000);
+}
+
+SK_API int sk_proxy_expect(sk_conn *c, uint64_t timeout_ms)
+{
+    sk_addr via = {.len = sizeof via.ss};
+    if (getpeername(sk_conn_fd(c), (struct sockaddr *)&via.ss, &via.len) < 0)
+        via.len = 0;
+    return sk__proxy_expect(c, timeout_ms, &via);
 }
 
 SK_API int sk_proxy_send(sk_conn *c, const sk_proxy_write_opts *o, uint64_t timeout_ms)
