@@ -105,6 +105,7 @@ int main(int argc, char **argv)
             counting = 1;
             counted = echoed;
             lost = 0;
+            rounds_lost = 0;
             t0 = t;
         }
         if (t >= end)
