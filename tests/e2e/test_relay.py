@@ -33,6 +33,9 @@ SANITIZED = "san" in BUILD or VALGRIND_ON
 MIB = 1 << 20
 BIG = (8 if VALGRIND_ON else 64) * MIB  # each way, in the bulk tests
 BULK_TIMEOUT = 240.0 if VALGRIND_ON else 60.0
+# For a close to arrive through the relay: milliseconds when all is well; bounded lower than
+# IO_TIMEOUT so that a relay that loses one fails its test in seconds, not minutes.
+CLOSE_TIMEOUT = 20.0 if VALGRIND_ON else 8.0
 # More than the kernel's socket buffers on both hops hold, so a sender really blocks.
 SLOW_MIB = 32
 RSS_SLACK_KIB = (96 if SANITIZED else 30) * 1024
@@ -551,6 +554,17 @@ class TlsCloseTests(RelayCase):
     def tearDownClass(cls):
         shutil.rmtree(cls._pki_dir, ignore_errors=True)
 
+    def unwrap(self, t, r):
+        """Send close_notify and wait for the relay's (a bare TCP end would raise)."""
+        try:
+            t.unwrap()
+        except (TimeoutError, socket.timeout):
+            self.fail("no close_notify back within %.0f s: the relay did not carry the "
+                      "client's close_notify to the target as a FIN (or the target's FIN "
+                      "back)\n%s" % (CLOSE_TIMEOUT, "\n".join(
+                          l for l in r.describe().splitlines()
+                          if not re.match(r"\s*\| (recv|send) fd", l))))
+
     def test_close_notify_and_fin_to_a_tls_target(self):
         """Client FIN -> close_notify to the target (not a bare TCP end); the target then
         still sends, and its close_notify becomes the client's EOF."""
@@ -575,13 +589,44 @@ class TlsCloseTests(RelayCase):
         peer = PeerServer(self, handler)
         target = "tls://localhost:%s" % peer.address.rsplit(":", 1)[1]
         r = self.relay(target, "--ca", self.pki.ca, "-v")
-        c = self.connect(r)
+        c = self.connect(r, timeout=CLOSE_TIMEOUT)
         c.sendall(up)
         c.shutdown(socket.SHUT_WR)
         self.assertEqual(recv_until_eof(c), after)
-        self.assertEqual(sha256(peer.result()), sha256(up))
+        self.assertEqual(sha256(peer.result(0, CLOSE_TIMEOUT + 2)), sha256(up))
         r.wait_line(r": closed; %d bytes to %s, %d bytes back" % (len(up), re.escape(target),
                                                                    len(after)))
+
+    def test_client_close_notify_with_its_first_bytes_becomes_fin(self):
+        """A TLS client that sends a few bytes and its close_notify at once, right after the
+        handshake (before its pair is joined): the target still gets the bytes, then EOF."""
+        def handler(conn, i):
+            got = recv_until_eof(conn, CLOSE_TIMEOUT)
+            conn.close()
+            return got
+
+        peer = PeerServer(self, handler)
+        r = self.start(["relay", "tls://127.0.0.1:0", peer.address, "--cert", self.pki.server,
+                        "--key", self.pki.server_key, "-v"], cls=Server)
+        r.await_listening()
+        ctx = ssl.create_default_context(cafile=self.pki.ca)
+        t = ctx.wrap_socket(self.connect(r, timeout=CLOSE_TIMEOUT), server_hostname="localhost",
+                            suppress_ragged_eofs=False)
+        t.sendall(b"short and final\n")
+        self.unwrap(t, r)
+        self.assertEqual(peer.result(0, CLOSE_TIMEOUT + 2), b"short and final\n")
+        r.wait_line(r": FIN from the client$")
+
+    def test_tls_target_greeting_and_close_notify_at_once(self):
+        """A TLS target that sends its greeting and close_notify right after the handshake
+        (sockit serve tls:// in greet mode): the client gets the greeting, then EOF."""
+        srv = self.serve("--message", "tls greeting", "--cert", self.pki.server, "--key",
+                         self.pki.server_key, address="tls://127.0.0.1:0")
+        r = self.relay("tls://localhost:%d" % srv.port, "--ca", self.pki.ca)
+        for _ in range(5):
+            c = self.connect(r, timeout=CLOSE_TIMEOUT)
+            self.assertEqual(recv_until_eof(c), b"tls greeting\n")
+            c.close()
 
     def test_client_close_notify_becomes_fin_and_back(self):
         """The TLS client's close_notify becomes a FIN to the target; the target's FIN
@@ -589,20 +634,20 @@ class TlsCloseTests(RelayCase):
         up = pattern(512 * 1024, 18)
 
         def handler(conn, i):
-            got = recv_until_eof(conn)
+            got = recv_until_eof(conn, CLOSE_TIMEOUT)
             conn.close()
             return got
 
         peer = PeerServer(self, handler)
         r = self.start(["relay", "tls://127.0.0.1:0", peer.address, "--cert", self.pki.server,
-                        "--key", self.pki.server_key], cls=Server)
+                        "--key", self.pki.server_key, "-v"], cls=Server)
         r.await_listening()
         ctx = ssl.create_default_context(cafile=self.pki.ca)
-        raw = self.connect(r)
+        raw = self.connect(r, timeout=CLOSE_TIMEOUT)
         t = ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
         t.sendall(up)
-        t.unwrap()  # sends close_notify, returns on the relay's: a bare TCP end would raise
-        self.assertEqual(sha256(peer.result()), sha256(up))
+        self.unwrap(t, r)
+        self.assertEqual(sha256(peer.result(0, CLOSE_TIMEOUT + 2)), sha256(up))
 
 
 # ------------------------------------------------------------------------------------------
