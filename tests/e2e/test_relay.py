@@ -23,9 +23,10 @@ import time
 import unittest
 
 import tlsutil
-from harness import (BUILD, IO_TIMEOUT, LISTEN_TIMEOUT, SOCKIT, VALGRIND, Deadline, LineReader, Sender, Server, SockitTestCase,
-                     free_tcp_port, recv_eof_or_reset, recv_exact, recv_until_eof, sha256,
-                     vm_rss_kib, wait_until)
+from harness import (BUILD, IO_TIMEOUT, LISTEN_TIMEOUT, SOCKIT, VALGRIND, Deadline, LineReader,
+                     Sender, Server, SockitTestCase, free_tcp_port, ipv6_loopback_available,
+                     recv_eof_or_reset, recv_exact, recv_until_eof, sha256, vm_rss_kib,
+                     wait_until)
 
 VALGRIND_ON = os.environ.get("SOCKIT_VALGRIND") == "1"
 # Sanitizers and Valgrind carry memory of their own: the RSS bounds allow for it.
@@ -336,7 +337,10 @@ class RelayCase(SockitTestCase):
         return sum(1 for l in proc.lines() if rx.search(l))
 
     def stop_relay(self, r, expect=0):
-        r.send_signal(15)
+        self.stop_relay_sig(r, 15, expect)
+
+    def stop_relay_sig(self, r, sig, expect=0):
+        r.send_signal(sig)
         rc = r.wait()
         self.assertEqual(rc, expect, r.describe())
 
@@ -486,7 +490,7 @@ class PeerProgramTests(RelayCase):
 # ------------------------------------------------------------------------------------------
 class HalfCloseTests(RelayCase):
 
-    def test_client_fin_while_target_keeps_sending(self):
+    def _client_fin_while_target_keeps_sending(self, *flags):
         """The client sends, then SHUT_WR; the target sees EOF after exactly the client's
         bytes, and only then sends its tail: the client gets all of it after its own FIN."""
         up = pattern(2 * MIB, 7)
@@ -503,7 +507,7 @@ class HalfCloseTests(RelayCase):
             return got
 
         peer = PeerServer(self, handler)
-        r = self.relay(peer.address, "-v")
+        r = self.relay(peer.address, "-v", *flags)
         c = self.connect(r)
         c.sendall(up)
         c.shutdown(socket.SHUT_WR)
@@ -514,7 +518,7 @@ class HalfCloseTests(RelayCase):
         r.wait_line(r": FIN from the client$")
         r.wait_line(r": FIN from the target$")
 
-    def test_target_fin_while_client_keeps_sending(self):
+    def _target_fin_while_client_keeps_sending(self, *flags):
         """The target sends, then SHUT_WR; the client sees EOF, and only then sends its
         tail: the target still receives everything the client sent."""
         down = pattern(2 * MIB, 10)
@@ -526,7 +530,7 @@ class HalfCloseTests(RelayCase):
             return recv_until_eof(conn)
 
         peer = PeerServer(self, handler)
-        r = self.relay(peer.address, "-v")
+        r = self.relay(peer.address, "-v", *flags)
         c = self.connect(r)
         s = Sender(c, head, shutdown=False)
         s.start()
@@ -537,6 +541,18 @@ class HalfCloseTests(RelayCase):
         c.shutdown(socket.SHUT_WR)
         self.assertEqual(sha256(peer.result()), sha256(head + tail))
         self.assertEqual(recv_until_eof(c), b"")
+
+    def test_client_fin_while_target_keeps_sending(self):
+        self._client_fin_while_target_keeps_sending()
+
+    def test_client_fin_while_target_keeps_sending_no_splice(self):
+        self._client_fin_while_target_keeps_sending("--no-splice")
+
+    def test_target_fin_while_client_keeps_sending(self):
+        self._target_fin_while_client_keeps_sending()
+
+    def test_target_fin_while_client_keeps_sending_no_splice(self):
+        self._target_fin_while_client_keeps_sending("--no-splice")
 
 
 # ------------------------------------------------------------------------------------------
@@ -653,14 +669,14 @@ class TlsCloseTests(RelayCase):
 # ------------------------------------------------------------------------------------------
 class ResetTests(RelayCase):
 
-    def test_target_reset_reaches_the_client(self):
+    def _target_reset_reaches_the_client(self, *flags):
         def handler(conn, i):
             got = recv_exact(conn, 6)
             linger_reset(conn)
             return got
 
         peer = PeerServer(self, handler)
-        r = self.relay(peer.address, "-v")
+        r = self.relay(peer.address, "-v", *flags)
         c = self.connect(r)
         c.sendall(b"hello\n")
         self.assertEqual(peer.result(), b"hello\n")
@@ -668,7 +684,7 @@ class ResetTests(RelayCase):
         self.assertEqual(how, "reset", "the target's reset became a clean EOF\n" + r.describe())
         r.wait_line(r": reset from the target$")
 
-    def test_client_reset_reaches_the_target(self):
+    def _client_reset_reaches_the_target(self, *flags):
         seen = threading.Event()
 
         def handler(conn, i):
@@ -677,7 +693,7 @@ class ResetTests(RelayCase):
             return recv_eof_or_reset(conn)
 
         peer = PeerServer(self, handler)
-        r = self.relay(peer.address, "-v")
+        r = self.relay(peer.address, "-v", *flags)
         c = self.connect(r)
         c.sendall(b"hello\n")
         self.assertTrue(seen.wait(IO_TIMEOUT))
@@ -685,6 +701,18 @@ class ResetTests(RelayCase):
         _, how = peer.result()
         self.assertEqual(how, "reset", "the client's reset became a clean EOF\n" + r.describe())
         r.wait_line(r": reset from the client$")
+
+    def test_target_reset_reaches_the_client(self):
+        self._target_reset_reaches_the_client()
+
+    def test_target_reset_reaches_the_client_no_splice(self):
+        self._target_reset_reaches_the_client("--no-splice")
+
+    def test_client_reset_reaches_the_target(self):
+        self._client_reset_reaches_the_target()
+
+    def test_client_reset_reaches_the_target_no_splice(self):
+        self._client_reset_reaches_the_target("--no-splice")
 
 
 # ------------------------------------------------------------------------------------------
@@ -766,6 +794,38 @@ class TargetTests(RelayCase):
         n, _ = recv_eof_or_reset(c)  # a Unix socket has no reset to carry: EOF or ECONNRESET
         self.assertEqual(n, 0)
         r.wait_line(r"target 127\.0\.0\.1:9 is down")
+
+    def test_client_gone_before_its_target_answers(self):
+        """A client that closes while its target's connect is still pending (a blackhole,
+        --connect-timeout 5): the pair is forgotten, so SIGTERM finds no pair to wait for."""
+        port, _ = self.blackhole()
+        r = self.relay("127.0.0.1:%d" % port, "--connect-timeout", "5", "-v")
+        c = self.connect(r)
+        r.wait_line(r": to 127\.0\.0\.1:%d " % port)
+        c.close()
+        r.send_signal(15)
+        self.assertEqual(r.wait(), 0, "a pair whose client left before its target answered "
+                         "kept the relay from stopping\n" + r.describe())
+
+    def test_down_target_is_tried_again_after_down_time(self):
+        """--balance first with the first target down: the second serves; once the first is
+        back and --down-time has passed, the first serves again."""
+        port = free_tcp_port()
+        b = self.serve("--message", "B")
+        r = self.relay("127.0.0.1:%d" % port, self.target_of(b), "--balance", "first",
+                       "--down-time", "0.3")
+        self.assertEqual(recv_until_eof(self.connect(r)), b"B\n")
+        r.wait_line(r"target 127\.0\.0\.1:%d is down" % port)
+        a = self.serve("--message", "A", address="127.0.0.1:%d" % port)
+
+        def first_again():
+            try:
+                return recv_until_eof(self.connect(r)) == b"A\n"
+            except OSError:
+                return False
+        self.assertTrue(wait_until(first_again, 15, 0.1), "the first target was never tried "
+                        "again after --down-time\n" + r.describe())
+        self.assertTrue(a.running())
 
     def test_several_targets_one_down_every_client_served(self):
         down = free_tcp_port()
@@ -1050,6 +1110,27 @@ class SignalTests(RelayCase):
         c.close()
         s.finish()
 
+    def test_sigint_with_no_pairs_exits_0(self):
+        srv = self.echo()
+        r = self.relay(self.target_of(srv))
+        self.roundtrip(r).close()
+        self.stop_relay_sig(r, 2)
+
+    def test_second_signal_exits_at_once(self):
+        """With a pair open (so the first signal waits for it, up to 30 s), a second signal
+        ends the relay at once."""
+        peer = PeerServer(self, ident_handler(b"T"))
+        r = self.relay(peer.address)
+        c = self.connect(r)
+        self.assertEqual(LineReader(c).readline(), b"T\n")
+        r.send_signal(15)
+        self.assertTrue(self.refused(r), r.describe())
+        self.assertTrue(r.running(), "the relay did not wait for its open pair")
+        r.send_signal(15)
+        rc = r.wait()
+        self.assertGreaterEqual(rc, 0, "killed by the signal instead of exiting\n"
+                                + r.describe())
+
     def test_sigterm_with_no_pairs_exits_0(self):
         srv = self.echo()
         r = self.relay(self.target_of(srv))
@@ -1143,6 +1224,15 @@ class AdmissionTests(RelayCase):
                 s.close()
         self.assertTrue(wait_until(admitted, 10, 0.1), r.describe())
 
+    def test_max_per_ip_1_refuses_the_second_from_that_address(self):
+        srv = self.echo()
+        r = self.relay(self.target_of(srv), "--max-per-ip", "1")
+        c1 = self.roundtrip(r, b"first\n")
+        n, _ = recv_eof_or_reset(self.connect(r))
+        self.assertEqual(n, 0, "a second client from 127.0.0.1 got bytes")
+        c1.sendall(b"still\n")
+        self.assertEqual(recv_exact(c1, 6), b"still\n")
+
     def test_deny_refuses(self):
         peer = PeerServer(self, ident_handler(b"T", hold=False))
         r = self.relay(peer.address, "--deny", "127.0.0.0/8")
@@ -1199,6 +1289,14 @@ class UsageTests(RelayCase):
     def test_target_port_0(self):
         self.usage(["127.0.0.1:0", "127.0.0.1:0"], "port 0")
 
+    def test_too_many_targets(self):
+        self.usage(["127.0.0.1:0"] + ["127.0.0.1:%d" % (9000 + i) for i in range(65)],
+                   "too many targets")
+
+    def test_unix_listen_with_unix_dgram_target(self):
+        self.usage(["unix:/tmp/skt-nothing.sock", "unix-dgram:/tmp/skt-nothing-d.sock"],
+                   "stream", "datagram")
+
     def test_help_exits_0(self):
         res = self.run_sockit(["relay", "--help"])
         self.assertExit(res, 0)
@@ -1234,6 +1332,14 @@ class ListeningLineTests(RelayCase):
         r = self.relay(self.target_of(srv), listen="unix:" + path)
         self.assertEqual(r.address, "unix:" + path)
         self.roundtrip(r, b"over unix\n")
+
+    def test_ipv6_listen_and_target(self):
+        if not ipv6_loopback_available():
+            self.skipTest("no IPv6 loopback here")
+        srv = self.echo(address="[::1]:0")
+        r = self.relay("[::1]:%d" % srv.port, listen="[::1]:0")
+        self.assertRegex(r.address, r"^\[::1\]:\d+$")
+        self.roundtrip(r, b"over ::1 both ways\n")
 
     def test_quiet_prints_no_listening_line(self):
         srv = self.echo()
