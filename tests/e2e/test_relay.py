@@ -827,6 +827,16 @@ class TargetTests(RelayCase):
                         "again after --down-time\n" + r.describe())
         self.assertTrue(a.running())
 
+    def test_tls_target_that_fails_its_handshake_fails_over_to_the_next(self):
+        srv, _ = self.tls_echo()
+        plain = self.echo()
+        r = self.relay("tls://127.0.0.1:%d" % srv.port, self.target_of(plain), "--pin",
+                       "sha256:" + "00" * 32, "--balance", "first")
+        for _ in range(3):
+            self.roundtrip(r, b"served by the plain one\n").close()
+        self.assertEqual(self.count_lines(r, r"is down \(TLS handshake failed"), 1,
+                         r.describe())
+
     def test_several_targets_one_down_every_client_served(self):
         down = free_tcp_port()
         a, b = self.greeters("A", "B")
@@ -997,6 +1007,35 @@ class LoadTests(RelayCase):
                         % (fd_count(r.pid), fds0))
         self.roundtrip(r, b"after the crowd\n").close()
         self.stop_relay(r)
+
+
+    def test_20_bulk_pairs_at_once(self):
+        """20 clients at once, each 2 MiB both ways through the relay to one echo target:
+        every one gets exactly its own bytes back."""
+        n, size = 20, (512 * 1024 if VALGRIND_ON else 2 * MIB)
+        srv = self.echo()
+        r = self.relay(self.target_of(srv))
+        datas = [pattern(size, 100 + i) for i in range(n)]
+        results = [None] * n
+
+        def client(i):
+            c = socket.create_connection(("127.0.0.1", r.port), timeout=IO_TIMEOUT)
+            try:
+                results[i] = duplex(c, datas[i], None, BULK_TIMEOUT, shutdown=True)
+            except BaseException as e:  # noqa: B902 - reported below
+                results[i] = e
+            finally:
+                c.close()
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
+        for t in threads:
+            t.start()
+        d = Deadline(BULK_TIMEOUT + 10)
+        for t in threads:
+            t.join(d.left())
+        self.assertFalse(any(t.is_alive() for t in threads), "clients still running")
+        for i in range(n):
+            self.assertEqual(results[i], (sha256(datas[i]), size), "client %d" % i)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1232,6 +1271,54 @@ class AdmissionTests(RelayCase):
         self.assertEqual(n, 0, "a second client from 127.0.0.1 got bytes")
         c1.sendall(b"still\n")
         self.assertEqual(recv_exact(c1, 6), b"still\n")
+
+    def idle_but_one_side_talks(self, download):
+        """--idle-timeout counts a pair as silent only when neither side sends: a pair whose
+        one side sends a line every 0.1 s, for 1.5 s, while the other only reads, is not
+        closed (the idle limit is five such gaps)."""
+        idle = "1.0" if VALGRIND_ON else "0.5"
+        lines = [b"tick %02d\n" % k for k in range(15)]
+
+        def handler(conn, i):
+            if download:
+                for ln in lines:
+                    conn.sendall(ln)
+                    time.sleep(0.1)
+                conn.shutdown(socket.SHUT_WR)
+                return recv_until_eof(conn)
+            got = recv_until_eof(conn)
+            conn.close()
+            return got
+
+        peer = PeerServer(self, handler)
+        r = self.relay(peer.address, "--idle-timeout", idle, "-v")
+        c = self.connect(r)
+        if download:
+            try:
+                got = recv_until_eof(c)
+            except ConnectionResetError:
+                got = None
+            self.assertEqual(got, b"".join(lines), "a pair whose target was talking was "
+                             "closed as idle\n" + r.describe())
+            c.close()
+        else:
+            try:
+                for ln in lines:
+                    c.sendall(ln)
+                    time.sleep(0.1)
+                c.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                self.fail("a pair whose client was talking was closed as idle (%r)\n%s"
+                          % (e, r.describe()))
+            self.assertEqual(peer.result(), b"".join(lines), r.describe())
+            self.assertEqual(recv_until_eof(c), b"")
+        self.assertEqual(self.count_lines(r, r"idle longer than"), 0, r.describe())
+
+    def test_idle_timeout_spares_a_download(self):
+        self.idle_but_one_side_talks(download=True)
+
+    def test_idle_timeout_spares_an_upload(self):
+        self.idle_but_one_side_talks(download=False)
 
     def test_deny_refuses(self):
         peer = PeerServer(self, ident_handler(b"T", hold=False))
