@@ -837,6 +837,22 @@ class TargetTests(RelayCase):
         self.assertEqual(self.count_lines(r, r"is down \(TLS handshake failed"), 1,
                          r.describe())
 
+    def test_missing_unix_target_is_down(self):
+        path = os.path.join(self.tmpdir, "nobody.sock")
+        r = self.relay("unix:" + path)
+        _, how = recv_eof_or_reset(self.connect(r))
+        self.assertEqual(how, "reset", r.describe())
+        r.wait_line(r"target unix:%s is down" % re.escape(path))
+
+    def test_host_name_target_tries_each_address(self):
+        """localhost is ::1 and 127.0.0.1 (in some order); the echo server listens on
+        127.0.0.1 only: a refused ::1 is the next address, not a target down."""
+        srv = self.echo()
+        r = self.relay("localhost:%d" % srv.port)
+        for _ in range(3):
+            self.roundtrip(r, b"via localhost\n").close()
+        self.assertEqual(self.count_lines(r, r"is down"), 0, r.describe())
+
     def test_several_targets_one_down_every_client_served(self):
         down = free_tcp_port()
         a, b = self.greeters("A", "B")
@@ -1427,6 +1443,23 @@ class ListeningLineTests(RelayCase):
         r = self.relay("[::1]:%d" % srv.port, listen="[::1]:0")
         self.assertRegex(r.address, r"^\[::1\]:\d+$")
         self.roundtrip(r, b"over ::1 both ways\n")
+
+    def test_unix_listen_socket_file_removed_after_stop(self):
+        srv = self.echo()
+        path = os.path.join(self.tmpdir, "gone.sock")
+        r = self.relay(self.target_of(srv), listen="unix:" + path)
+        self.roundtrip(r, b"x\n").close()
+        self.stop_relay(r)
+        self.assertFalse(os.path.exists(path), "the relay left its socket file behind")
+
+    def test_unix_listen_replaces_a_stale_socket_file(self):
+        srv = self.echo()
+        path = os.path.join(self.tmpdir, "stale.sock")
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(path)
+        stale.close()  # the file stays, nobody listens: what a killed server leaves
+        r = self.relay(self.target_of(srv), listen="unix:" + path)
+        self.roundtrip(r, b"over the stale path\n")
 
     def test_quiet_prints_no_listening_line(self):
         srv = self.echo()
