@@ -208,14 +208,14 @@ class HelpTests(SockitTestCase):
 
     def test_help_and_man_page_agree(self):
         """Every long option a command's --help lists is in the man page, and every long option
-        the man page gives for serve, connect or bench is in that command's --help."""
+        the man page gives for serve, connect, relay or bench is in that command's --help."""
         man_path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "sockit.1")
         with open(man_path, encoding="utf-8") as f:
             man = f.read().replace("\\-", "-").replace("\\(hy", "-")
         option = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]")
         man_options = set(option.findall(man))
         every_help = set()
-        for cmd in ("serve", "connect", "bench"):
+        for cmd in ("serve", "connect", "relay", "bench"):
             r = self.run_sockit([cmd, "--help"])
             if r.returncode != 0 and cmd == "bench":
                 continue  # bench is optional in this build
