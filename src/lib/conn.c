@@ -48,7 +48,10 @@ int sk__conn_accepted(sk_loop *loop, int fd, sk_conn **out)
     sk_conn *c = conn_new(loop, fd);
     if (!c)
         return -ENOMEM;
-    int rc = sk__io_start(loop, &c->io, fd, SK_READABLE, conn_io);
+    /* Not on the loop yet: the listener registers what the conn wants once its accept
+     * callback has run (sk__conn_update_interest), so a conn that the callback pauses (a relay
+     * waiting for its target) or closes costs no epoll_ctl at all. */
+    int rc = sk__io_start(loop, &c->io, fd, 0, conn_io);
     if (rc < 0) {
         if (sk__conn_owns_cold(c))
             free(c->x);

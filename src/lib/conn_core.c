@@ -363,7 +363,12 @@ void sk__conn_after_flush(sk_conn *c)
         sk__conn_reset_soon(c);
         return;
     }
-    if (c->flags & (F_SHUT_WANTED | F_CLOSING))
+    /* Closing after the peer's FIN with nothing unread: close() itself sends our FIN, so the
+     * shutdown() would be one system call for nothing. A layer's end (TLS close_notify) must
+     * still be sent. */
+    bool close_sends_fin =
+        (c->flags & (F_CLOSING | F_PEER_EOF)) == (F_CLOSING | F_PEER_EOF) && !c->x->top;
+    if ((c->flags & (F_SHUT_WANTED | F_CLOSING)) && !close_sends_fin)
         sk__conn_send_fin(c);
     if (!(c->flags & F_PEER_EOF))
         return;

@@ -206,6 +206,7 @@ static void accept_proxied(sk_listener *l, int fd, const sk_addr *source)
     l->pending = pd;
     sk_conn_set_data(c, pd);
     sk_conn_set_callbacks(c, &header_callbacks);
+    sk__conn_update_interest(c);
     if (sk__proxy_expect(c, l->proxy_timeout_ms, source) < 0) {
         pd->refused = true;
         no_memory(l, source);
@@ -228,6 +229,7 @@ static void admitted(sk_listener *l, sk_conn *c, const sk_addr *peer, sk__releas
     sk__emit(l->loop, &(sk_event){.kind = SK_EV_ACCEPTED, .listener = l, .conn = c});
     l->on_accept(l, c);
     *sk__loop_accepting(l->loop) = (sk__accepting){0};
+    sk__conn_update_interest(c); /* its first registration: what it wants after the callback */
 }
 
 static void accept_one(sk_listener *l, int fd, const struct sockaddr_storage *ss, socklen_t len)

@@ -253,8 +253,14 @@ static ssize_t tls_read(sk__layer *l, void *buf, size_t len)
             total += (size_t)n;
             continue;
         }
-        if (total)
-            break; /* report the bytes now; the same condition shows up on the next call */
+        if (total) {
+            /* Report the bytes now; the next call meets the same condition again. Waiting for
+             * the socket is right only if that is what stopped us. */
+            int err = SSL_get_error(t->ssl, n);
+            t->end_behind_data = err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE;
+            break;
+        }
+        t->end_behind_data = false;
         int rc = ssl_wait_or_fail(t, n, false);
         if (rc == 1)
             return 0;
@@ -312,7 +318,10 @@ static unsigned tls_wants(const sk__layer *l)
 
 static bool tls_pending(const sk__layer *l)
 {
-    return SSL_pending(((const sk__tls *)l)->ssl) > 0;
+    /* Decrypted bytes, or records OpenSSL has read and not yet processed (a close_notify
+     * that came with the last data): the socket will not announce either. */
+    const sk__tls *t = (const sk__tls *)l;
+    return t->end_behind_data || SSL_has_pending(t->ssl) == 1;
 }
 
 static const sk__layer_ops tls_ops = {

@@ -26,6 +26,10 @@ typedef struct sk__tls {
     char *name;     /* the host we verify and send as SNI */
     unsigned wants; /* readiness the last operation needs: SK_READABLE / SK_WRITABLE */
     bool verified;
+    /* A read that returned data also met the end (close_notify, an error) behind it: OpenSSL
+     * has consumed that record, so the socket will not announce it; pending() says so until
+     * the next read reports it. */
+    bool end_behind_data;
     char error[256];
     char names[200]; /* the peer certificate's names, noted while verifying: OpenSSL does not
                       * keep a certificate it refused, and the error message needs them */

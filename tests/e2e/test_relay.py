@@ -1219,13 +1219,11 @@ class PathTests(RelayCase):
             self.assertEqual(closed.group(3), str(self.N))
         return joined.group(2), closed.group(4)
 
-    @unittest.expectedFailure  # splice lands with conn_splice.c
     def test_plain_tcp_to_tcp_splices(self):
         srv = self.echo()
         r = self.relay(self.target_of(srv), "-v")
         self.assertEqual(self.run_pair(r, self.target_of(srv)), ("splice", "spliced"))
 
-    @unittest.expectedFailure  # splice lands with conn_splice.c
     def test_plain_tcp_to_unix_splices(self):
         path = os.path.join(self.tmpdir, "e.sock")
         self.echo(address="unix:" + path)
