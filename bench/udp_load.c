@@ -78,7 +78,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "udp_load: bad arguments\n");
         return 2;
     }
-    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[2]))};
+    struct sockaddr_in to = {.sin_family = AF_INET,
+                             .sin_port = htons((unsigned short)atoi(argv[2]))};
     if (inet_pton(AF_INET, argv[1], &to.sin_addr) != 1) {
         fprintf(stderr, "udp_load: bad host %s\n", argv[1]);
         return 2;
