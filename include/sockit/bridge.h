@@ -11,12 +11,12 @@
  * reports each side's close reason and the bytes each way; the bridge is freed after it
  * returns.
  *
- * Zero copy. When both conns are plain sockets (TCP or Unix, no TLS), nothing is queued on
- * either and no filter is set, bytes move with splice(2): socket -> pipe -> socket, never
- * through user space. Each direction gets its own pipe at its first byte (an idle pair holds
- * none), sized with F_SETPIPE_SZ; the pipe is then that direction's queue and its bound. Where
- * splice is refused (an old kernel, a socket type without it) the direction falls back to the
- * copy, as it does when a filter is set.
+ * Zero copy. When both conns are plain sockets (TCP or Unix, no TLS) and no filter is set, a
+ * direction that has carried 64 KiB (bulk) moves its bytes with splice(2) from then on:
+ * socket -> pipe -> socket, never through user space. Idle and chatty pairs stay on the copy
+ * and hold no pipe; a bulk direction gets its own, sized with F_SETPIPE_SZ, which is then its
+ * queue and its bound. Where splice is refused (an old kernel, a socket type without it) the
+ * direction goes back to the copy, as it does when a filter is set.
  *
  * Filters. A filter sees each chunk read from one side before the other side gets it, and the
  * FIN behind them (data NULL, len 0); it passes them on with sk_bridge_forward(), at once or
@@ -88,7 +88,7 @@ int sk_bridge_join_fds(sk_conn *a, int in_fd, int out_fd, const sk_bridge_option
 void sk_bridge_close(sk_bridge *br);
 /* The bytes each way so far. */
 void sk_bridge_counts(const sk_bridge *br, uint64_t *a_to_b, uint64_t *b_to_a);
-/* The direction moves its bytes with splice(2) now. */
+/* The direction moves its bytes with splice(2), or will once it is bulk (see above). */
 bool sk_bridge_spliced(const sk_bridge *br, sk_bridge_dir dir);
 
 /* Set (fn NULL: remove) the filter of one direction. A spliced direction turns to the copy

@@ -20,11 +20,19 @@ typedef struct side {
     sk_bridge_filter_cb filter;
     void *filter_arg;
     int reason;
-    bool eof, closed, spliced;
+    bool eof, closed;
+    bool splice_ok; /* both ends are plain sockets: this direction may splice */
+    bool spliced;   /* it does now */
 } side;
+
+/* A direction starts on the copy and turns to splice once it has carried this much: bulk.
+ * Idle and chatty pairs never take pipes (two descriptors and kernel buffers per direction),
+ * and a small message costs no more copied than spliced. HAProxy's splice-auto does alike. */
+#define SPLICE_AFTER (64 * 1024)
 
 struct sk_bridge {
     side s[2];
+    size_t pipe_size;
     sk_bridge_done_cb done;
     sk_bridge_end_cb on_end;
     void *arg;
@@ -77,6 +85,21 @@ static void side_close(side *s, bool reset)
 
 /* ---------------------------------------------------------------- the rules */
 
+static bool can_splice(const sk_conn *from, const sk_conn *to);
+
+/* After bytes went the copy way: a bulk direction whose ends allow it turns to splice. The
+ * other side must hold nothing queued (its pipe is drained before its queue, so bytes copied
+ * earlier would come after those spliced later); if it does, a later chunk tries again. */
+static void maybe_splice(side *s)
+{
+    side *o = s->other;
+    if (!s->splice_ok || s->spliced || s->filter || s->bytes < SPLICE_AFTER ||
+        !can_splice(s->conn, o->conn))
+        return;
+    if (sk__conn_splice_to(s->conn, o->conn, s->br->pipe_size) == 0)
+        s->spliced = true;
+}
+
 /* Pass bytes read from s on to the other side (data NULL: the FIN behind them). */
 static int forward(side *s, const void *data, size_t len)
 {
@@ -97,6 +120,8 @@ static int forward(side *s, const void *data, size_t len)
     s->bytes += len;
     if (!side_writable(o))
         side_reading(s, false); /* until the other side drains */
+    else
+        maybe_splice(s);
     return 0;
 }
 
@@ -210,13 +235,24 @@ static const sk__fdend_hooks fd_hooks = {
 
 /* ---------------------------------------------------------------- joining */
 
-/* Both sides plain sockets with nothing queued or held: the bytes can skip user space. */
-static bool can_splice(const sk_conn *a, const sk_conn *b)
+/* Both ends plain sockets (or layers that add nothing now), the reader holding no partial
+ * input, the writer nothing queued, neither ending: from's bytes can skip user space. */
+static bool can_splice(const sk_conn *from, const sk_conn *to)
 {
-    const sk_conn *c[2] = {a, b};
+    const sk_conn *c[2] = {from, to};
     for (int i = 0; i < 2; i++)
         if (!sk__conn_layers_passthrough(c[i]) || c[i]->x->out || c[i]->x->in_len ||
             (c[i]->flags & (F_PEER_EOF | F_CLOSING | F_CLOSED | F_SHUT_WANTED)))
+            return false;
+    return true;
+}
+
+/* Plain sockets on both sides, or layers that will be passthrough (a PROXY header read): the
+ * direction may splice once it is bulk. TLS never. */
+static bool may_splice(const sk_conn *c)
+{
+    for (const sk__layer *l = c->x->top; l; l = l->below)
+        if (!l->ops->passthrough)
             return false;
     return true;
 }
@@ -234,10 +270,10 @@ static sk_bridge *new_bridge(const sk_bridge_options *o, sk_bridge_done_cb done,
     return br;
 }
 
-static void take_conn(side *s, sk_conn *c, bool spliced)
+static void take_conn(side *s, sk_conn *c, bool splice_ok)
 {
     s->conn = c;
-    s->spliced = spliced;
+    s->splice_ok = splice_ok;
     sk_conn_set_data(c, s);
     sk_conn_set_callbacks(c, &side_callbacks);
     sk_conn_resume_reading(c);
@@ -255,12 +291,8 @@ SK_API int sk_bridge_join(sk_conn *a, sk_conn *b, const sk_bridge_options *opts,
         free(br);
         return -ENOMEM;
     }
-    bool splice = !(o.flags & SK_BRIDGE_NO_SPLICE) && can_splice(a, b) &&
-                  sk__conn_splice_to(a, b, o.pipe_size) == 0;
-    if (splice && sk__conn_splice_to(b, a, o.pipe_size) < 0) {
-        sk__conn_splice_to(a, NULL, 0);
-        splice = false;
-    }
+    bool splice = !(o.flags & SK_BRIDGE_NO_SPLICE) && may_splice(a) && may_splice(b);
+    br->pipe_size = o.pipe_size;
     take_conn(&br->s[0], a, splice);
     take_conn(&br->s[1], b, splice);
     if (out)
@@ -317,16 +349,17 @@ SK_API void sk_bridge_counts(const sk_bridge *br, uint64_t *a_to_b, uint64_t *b_
 
 SK_API bool sk_bridge_spliced(const sk_bridge *br, sk_bridge_dir dir)
 {
-    return br->s[dir].spliced;
+    const side *s = &br->s[dir];
+    return s->spliced || (s->splice_ok && !s->filter);
 }
 
 SK_API int sk_bridge_set_filter(sk_bridge *br, sk_bridge_dir dir, sk_bridge_filter_cb fn, void *arg)
 {
     side *s = &br->s[dir];
-    if (fn && s->spliced && !s->closed) {
+    if (fn && s->spliced && !s->closed)
         sk__conn_splice_to(s->conn, NULL, 0); /* what its pipe holds still goes out first */
+    if (fn)
         s->spliced = false;
-    }
     s->filter = fn;
     s->filter_arg = arg;
     return 0;
