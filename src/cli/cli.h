@@ -87,6 +87,11 @@ void log_info(const logger *lg, const char *fmt, ...) __attribute__((format(prin
 /* The message as it is, unless -q: lines people and scripts read ("listening on ADDR"). */
 void log_notice(const logger *lg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Count a SIGINT/SIGTERM; the second one exits at once with status 1. */
+void second_signal_exits(int *signals_seen);
+/* The --drain-timeout line: n clients or pairs (what) cut off, lost of them with data. */
+void log_drain_cutoff(const logger *lg, size_t n, const char *what, uint64_t drain_ms, size_t lost);
+
 /* TLS options shared by serve and connect (tls_cli.c). */
 typedef struct tls_cli {
     const char *cert, *key, *ca, *pin, *sni, *alpn;

@@ -400,3 +400,19 @@ void dgram_name(const sk_addr *a, char *buf, size_t len)
     else
         snprintf(buf, len, "udp://%s", tmp);
 }
+
+void second_signal_exits(int *signals_seen)
+{
+    if ((*signals_seen)++ == 0)
+        return;
+    msg("second signal: exiting at once");
+    exit(EXIT_RUNTIME);
+}
+
+void log_drain_cutoff(const logger *lg, size_t n, const char *what, uint64_t drain_ms, size_t lost)
+{
+    log_warn(lg,
+             "--drain-timeout: %zu %s%s still open after %.1f s (%zu with undelivered data); "
+             "cut off",
+             n, what, n == 1 ? "" : "s", (double)drain_ms / 1000.0, lost);
+}

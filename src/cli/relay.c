@@ -457,10 +457,7 @@ static void drain_expired(sk_timer *t, void *arg)
         if (p->client)
             sk_conn_abort(p->client);
     }
-    log_warn(&r->log,
-             "--drain-timeout: %zu pair%s still open after %.1f s (%zu with "
-             "undelivered data); cut off",
-             n, n == 1 ? "" : "s", (double)r->a->drain_ms / 1000.0, lost);
+    log_drain_cutoff(&r->log, n, "pair", r->a->drain_ms, lost);
     if (lost)
         r->exit_status = EXIT_RUNTIME;
 }
@@ -468,10 +465,7 @@ static void drain_expired(sk_timer *t, void *arg)
 static void on_signal(sk_loop *loop, int signo, void *arg)
 {
     relay *r = arg;
-    if (r->signals_seen++) {
-        msg("second signal: exiting at once");
-        exit(EXIT_RUNTIME);
-    }
+    second_signal_exits(&r->signals_seen);
     log_info(&r->log, "%s: stopping; %zu pairs to finish", strsignal(signo), r->pair_count);
     sk_listener_close(r->listener);
     r->listener = NULL;

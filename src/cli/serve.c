@@ -227,10 +227,7 @@ static void drain_expired(sk_timer *t, void *arg)
     }
     for (client *cl = srv->handshaking; cl; cl = cl->next)
         sk_conn_abort(cl->conn); /* no data of theirs was taken yet: nothing undelivered */
-    log_warn(&srv->log,
-             "--drain-timeout: %zu client%s still busy after %.1f s (%zu with "
-             "undelivered data); cut off",
-             n, n == 1 ? "" : "s", (double)srv->drain_ms / 1000.0, lost);
+    log_drain_cutoff(&srv->log, n, "client", srv->drain_ms, lost);
     if (lost)
         srv->exit_status = EXIT_RUNTIME;
 }
@@ -238,10 +235,7 @@ static void drain_expired(sk_timer *t, void *arg)
 static void on_signal(sk_loop *loop, int signo, void *arg)
 {
     server *srv = arg;
-    if (srv->signals_seen++) {
-        msg("second signal: exiting at once");
-        exit(EXIT_RUNTIME);
-    }
+    second_signal_exits(&srv->signals_seen);
     log_info(&srv->log, "%s: stopping; %zu clients to finish", strsignal(signo), srv->client_count);
     sk_listener_close(srv->listener);
     srv->listener = NULL;

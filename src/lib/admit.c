@@ -250,14 +250,18 @@ static void report(void *arg, int cause, uint64_t n, double secs, const sk_addr 
     sk__emit(a->log.loop, &ev);
 }
 
+/* Count a refusal; the message to answer it with, or NULL. */
+static const char *count_refusal(sk__admit *a, int cause)
+{
+    a->refused[cause]++;
+    sk__count(&sk__loop_events(a->log.loop)->n.refused[public_cause[cause]], 1);
+    return cause == CAUSE_FULL ? a->full_message : cause == CAUSE_PER_IP ? a->per_ip_message : NULL;
+}
+
 /* Accepted, but refused: say why (when there is something to say) and close. */
 static void refuse(sk__admit *a, int fd, int cause, const sk_addr *peer)
 {
-    const char *text = cause == CAUSE_FULL     ? a->full_message
-                       : cause == CAUSE_PER_IP ? a->per_ip_message
-                                               : NULL;
-    a->refused[cause]++;
-    sk__count(&sk__loop_events(a->log.loop)->n.refused[public_cause[cause]], 1);
+    const char *text = count_refusal(a, cause);
     if (text)
         send(fd, text, strlen(text), MSG_DONTWAIT | MSG_NOSIGNAL);
     /* Read what the client already sent (a little, without waiting): closing with unread input
@@ -316,11 +320,7 @@ int sk__admit_check_conn(sk__admit *a, sk_conn *c, const sk_addr *peer, sk__rele
     if (cause < 0)
         return cause;
     if (cause != NCAUSES) {
-        const char *text = cause == CAUSE_FULL     ? a->full_message
-                           : cause == CAUSE_PER_IP ? a->per_ip_message
-                                                   : NULL;
-        a->refused[cause]++;
-        sk__count(&sk__loop_events(a->log.loop)->n.refused[public_cause[cause]], 1);
+        const char *text = count_refusal(a, cause);
         if (text)
             sk_conn_write(c, text, strlen(text));
         sk_conn_close(c); /* flushes the message; unread input is discarded, not reset */
@@ -349,8 +349,7 @@ void sk__admit_proxy_failed(sk__admit *a, int err, const sk_addr *source)
                 : err == SK_PROXY_BAD_ADDRESS || err == SK_PROXY_BAD_PORT ? CAUSE_PROXY_BAD_ADDRESS
                 : err == SK_PROXY_CRC_MISMATCH                            ? CAUSE_PROXY_CRC_MISMATCH
                                                                           : CAUSE_PROXY_INVALID;
-    a->refused[cause]++;
-    sk__count(&sk__loop_events(a->log.loop)->n.refused[public_cause[cause]], 1);
+    count_refusal(a, cause);
     sk__ratelog_note(&a->log, cause, source);
 }
 

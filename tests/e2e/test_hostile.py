@@ -689,7 +689,7 @@ class DrainTests(HostileCase):
         # timeout had to act.
         self.assertIn(rc, (0, 1), srv.describe())
         if rc == 1:
-            srv.wait_line(r"--drain-timeout: 1 client still busy")
+            srv.wait_line(r"--drain-timeout: 1 client still open")
 
     def test_drain_timeout_exit_status_when_data_is_lost(self):
         srv = self.serve("--mode", "echo", "--drain-timeout", "0.5")
@@ -707,7 +707,7 @@ class DrainTests(HostileCase):
         srv.send_signal(signal.SIGTERM)
         rc = srv.wait(15)
         self.assertEqual(rc, 1, srv.describe())
-        srv.wait_line(r"--drain-timeout: 1 client still busy after 0\.5 s \(1 with undelivered")
+        srv.wait_line(r"--drain-timeout: 1 client still open after 0\.5 s \(1 with undelivered")
 
 
 if __name__ == "__main__":
