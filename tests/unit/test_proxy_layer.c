@@ -371,6 +371,7 @@ TEST(proxy_layer_local_keeps_socket_addresses)
     int fd = raw_connect(&f.addr);
     REQUIRE(fd >= 0);
     REQUIRE(raw_send_all(f.loop, fd, hdr, (size_t)n, WAIT_MS) == 0);
+    REQUIRE(pf_wait(&f, 1, 0)); /* the payload apart (with the header: the split tests) */
     REQUIRE(raw_send_all(f.loop, fd, "ping", 4, WAIT_MS) == 0);
     REQUIRE(pf_wait(&f, 1, 4));
     char own[SK_ADDR_STRLEN], listen_name[SK_ADDR_STRLEN];
@@ -391,7 +392,9 @@ TEST(proxy_layer_v1_unknown_keeps_socket_addresses)
     REQUIRE(pf_open(&f, NULL));
     int fd = raw_connect(&f.addr);
     REQUIRE(fd >= 0);
-    REQUIRE(raw_send_all(f.loop, fd, "PROXY UNKNOWN\r\nhi", 17, WAIT_MS) == 0);
+    REQUIRE(raw_send_all(f.loop, fd, "PROXY UNKNOWN\r\n", 15, WAIT_MS) == 0);
+    REQUIRE(pf_wait(&f, 1, 0));
+    REQUIRE(raw_send_all(f.loop, fd, "hi", 2, WAIT_MS) == 0);
     REQUIRE(pf_wait(&f, 1, 2));
     char own[SK_ADDR_STRLEN];
     sock_name(fd, false, own, sizeof own);
@@ -672,6 +675,7 @@ TEST(proxy_layer_slow_header_does_not_block_others)
     int fast = raw_connect(&f.addr);
     REQUIRE(fast >= 0);
     REQUIRE(raw_send_all(f.loop, fast, fast_line, strlen(fast_line), WAIT_MS) == 0);
+    CHECK(pf_wait(&f, 1, 0));
     REQUIRE(raw_send_all(f.loop, fast, "x", 1, WAIT_MS) == 0);
     CHECK(pf_wait(&f, 1, 1));
     CHECK(strcmp(f.conns[0].peer, "192.0.2.2:1002") == 0);
