@@ -106,33 +106,42 @@ class Peer:
 class ProxyTestCase(SockitTestCase):
 
     # -- peers ----------------------------------------------------------------------------
-    def start_peer(self, argv, name, ports):
-        p = Peer(argv, os.path.join(self.tmpdir, name + ".out"))
-        self.addCleanup(p.kill)
-        ok = wait_until(lambda: p.proc.poll() is not None or all(port_listening(q)
-                                                                  for q in ports), 10)
-        if p.proc.poll() is not None or not ok:
-            self.fail("%s did not start listening on %s\n%s" % (name, ports, p.describe()))
-        return p
+    def start_peer(self, make, name, nports):
+        """make(ports) writes the configuration and returns the argv. The ports are picked
+        free; a peer that exits at once (another process took a port meanwhile) is tried
+        again with new ones, up to three times. Returns the ports."""
+        for attempt in range(3):
+            ports = [free_tcp_port() for _ in range(nports)]
+            p = Peer(make(ports), os.path.join(self.tmpdir, "%s-%d.out" % (name, attempt)))
+            self.addCleanup(p.kill)
+            ok = wait_until(lambda: p.proc.poll() is not None or all(port_listening(q)
+                                                                      for q in ports), 10)
+            if ok and p.proc.poll() is None:
+                return ports
+            if p.proc.poll() is None:
+                break  # running but not listening: no retry helps
+        self.fail("%s did not start listening on %s\n%s" % (name, ports, p.describe()))
 
     def haproxy(self, frontends):
         """HAProxy with frontends [(bind options, [server lines]...)]; returns the ports in
         that order. A server line is 'HOST:PORT OPTIONS'."""
         exe = self.require_program("haproxy")
-        ports = [free_tcp_port() for _ in frontends]
-        cfg = ["global", "    maxconn 2000",
-               "defaults", "    mode tcp", "    timeout connect 5s",
-               "    timeout client 30s", "    timeout server 30s"]
-        for i, ((bind_opts, servers), port) in enumerate(zip(frontends, ports)):
-            cfg += ["frontend f%d" % i, "    bind 127.0.0.1:%d %s" % (port, bind_opts),
-                    "    default_backend b%d" % i,
-                    "backend b%d" % i, "    balance roundrobin"]
-            cfg += ["    server s%d %s" % (j, s) for j, s in enumerate(servers)]
-        path = os.path.join(self.tmpdir, "haproxy.cfg")
-        with open(path, "w") as f:
-            f.write("\n".join(cfg) + "\n")
-        self.start_peer([exe, "-f", path, "-db"], "haproxy", ports)
-        return ports
+
+        def make(ports):
+            cfg = ["global", "    maxconn 2000",
+                   "defaults", "    mode tcp", "    timeout connect 5s",
+                   "    timeout client 30s", "    timeout server 30s"]
+            for i, ((bind_opts, servers), port) in enumerate(zip(frontends, ports)):
+                cfg += ["frontend f%d" % i, "    bind 127.0.0.1:%d %s" % (port, bind_opts),
+                        "    default_backend b%d" % i,
+                        "backend b%d" % i, "    balance roundrobin"]
+                cfg += ["    server s%d %s" % (j, s) for j, s in enumerate(servers)]
+            path = os.path.join(self.tmpdir, "haproxy.cfg")
+            with open(path, "w") as f:
+                f.write("\n".join(cfg) + "\n")
+            return [exe, "-f", path, "-db"]
+
+        return self.start_peer(make, "haproxy", len(frontends))
 
     def nginx(self, backend_port):
         """nginx: listen with proxy_protocol (taking the client from the header it gets),
@@ -143,9 +152,11 @@ class ProxyTestCase(SockitTestCase):
             if os.environ.get("CI") == "true":
                 self.fail(why)
             self.skipTest(why)
-        port = free_tcp_port()
         d = self.tmpdir
-        cfg = """load_module %(mod)s;
+
+        def make(ports):
+            cfg = """load_module %(mod)s;
+master_process off;  # one process: killed by its PID, no orphaned workers
 worker_processes 1;
 pid %(d)s/nginx.pid;
 error_log %(d)s/nginx-error.log info;
@@ -159,13 +170,14 @@ stream {
         proxy_half_close on;
     }
 }
-""" % {"mod": NGINX_STREAM_MODULE, "d": d, "port": port, "back": backend_port}
-        path = os.path.join(d, "nginx.conf")
-        with open(path, "w") as f:
-            f.write(cfg)
-        self.start_peer([exe, "-p", d, "-e", os.path.join(d, "nginx-error.log"), "-c", path,
-                         "-g", "daemon off;"], "nginx", [port])
-        return port
+""" % {"mod": NGINX_STREAM_MODULE, "d": d, "port": ports[0], "back": backend_port}
+            path = os.path.join(d, "nginx.conf")
+            with open(path, "w") as f:
+                f.write(cfg)
+            return [exe, "-p", d, "-e", os.path.join(d, "nginx-error.log"), "-c", path,
+                    "-g", "daemon off;"]
+
+        return self.start_peer(make, "nginx", 1)[0]
 
     # -- sockit ---------------------------------------------------------------------------
     def proxy_lines(self, srv, start=0):
