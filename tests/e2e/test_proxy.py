@@ -297,6 +297,64 @@ class RelayChainTests(ProxyTestCase):
         self.chain("v2,crc32c")
 
 
+    def test_haproxy_to_relay_accept_proxy_to_serve(self):
+        """relay --accept-proxy --send-proxy v2 passes on the address it received."""
+        srv = self.serve("--accept-proxy", "-m", "chat", "-v")
+        relay = self.start(["relay", "127.0.0.1:0", "127.0.0.1:%d" % srv.port,
+                            "--accept-proxy", "--proxy-from", "127.0.0.0/8",
+                            "--send-proxy", "v2"], cls=Server)
+        relay.await_listening()
+        (hport,) = self.haproxy([("", ["127.0.0.1:%d send-proxy" % relay.port])])
+        a = self.tcp(hport)
+        ra = LineReader(a)
+        self.wait_proxy_line(srv, self.me(a))
+        b = self.tcp(hport)
+        self.wait_proxy_line(srv, self.me(b))
+        self.assertEqual(ra.readline(), b"* %s joined\n" % self.me(b).encode())
+        b.sendall(b"relayed\n")
+        self.assertEqual(ra.readline(), b"[%s] relayed\n" % self.me(b).encode())
+
+    def read_v2(self, sock):
+        head = recv_exact(sock, 16)
+        self.assertEqual(head[:12], V2_SIG)
+        self.assertEqual(head[12], 0x21)  # v2, PROXY
+        self.assertEqual(head[13], 0x11)  # TCP4
+        body = recv_exact(sock, struct.unpack("!H", head[14:16])[0])
+        src = socket.inet_ntoa(body[0:4])
+        sport = struct.unpack("!H", body[8:10])[0]
+        tlvs, i = {}, 12
+        while i + 3 <= len(body):
+            t, n = body[i], struct.unpack("!H", body[i + 1:i + 3])[0]
+            tlvs[t] = (i + 3, body[i + 3:i + 3 + n])
+            i += 3 + n
+        self.assertEqual(i, len(body), "the TLVs fill the header exactly")
+        return head + body, "%s:%d" % (src, sport), tlvs
+
+    def test_relay_send_proxy_v2_unique_id_and_crc32c(self):
+        lst = self.listener()
+        relay = self.start(["relay", "127.0.0.1:0", "127.0.0.1:%d" % lst.getsockname()[1],
+                            "--send-proxy", "v2,crc32c", "--proxy-unique-id"], cls=Server)
+        relay.await_listening()
+        ids = []
+        for _ in range(2):
+            c = self.connect(relay)
+            t, _ = lst.accept()
+            self.addCleanup(t.close)
+            t.settimeout(IO_TIMEOUT)
+            hdr, src, tlvs = self.read_v2(t)
+            self.assertEqual(src, self.me(c), "the header names the relay's client")
+            self.assertIn(0x05, tlvs, "UNIQUE_ID")
+            self.assertTrue(0 < len(tlvs[0x05][1]) <= 128)
+            ids.append(tlvs[0x05][1])
+            self.assertIn(0x03, tlvs, "CRC32C")
+            off, crc = tlvs[0x03]
+            zeroed = hdr[:16 + off] + b"\0\0\0\0" + hdr[16 + off + 4:]
+            self.assertEqual(struct.unpack("!I", crc)[0], crc32c(zeroed))
+            c.sendall(b"payload")
+            self.assertEqual(recv_exact(t, 7), b"payload")
+        self.assertNotEqual(ids[0], ids[1], "a UNIQUE_ID per connection")
+
+
 class NginxTests(ProxyTestCase):
     """nginx stream { listen ... proxy_protocol; proxy_pass ...; proxy_protocol on; }: sockit
     sends to nginx (relay / connect --send-proxy v1) and receives from it (serve
@@ -449,6 +507,15 @@ class SendProxyTests(ProxyTestCase):
         peers = self.proxy_lines(srv)
         self.assertEqual(len(peers), 1, srv.describe())
         self.assertEqual(peers[0][0], peers[0][1], "connect names its own socket: peer == via")
+
+    def test_connect_send_proxy_v2_then_tls(self):
+        """The header goes before the ClientHello; the server reads it, then handshakes."""
+        srv = self.serve("--accept-proxy", "-m", "echo", "-v", address="tls://127.0.0.1:0")
+        r = self.run_sockit(["connect", "tls://127.0.0.1:%d" % srv.port, "--insecure",
+                             "--send-proxy", "v2"], input=b"secret echo\n")
+        self.assertExit(r, 0)
+        self.assertEqual(r.stdout, b"secret echo\n")
+        self.assertEqual(len(self.proxy_lines(srv)), 1, srv.describe())
 
     def test_connect_send_proxy_v1_header_bytes(self):
         lst = self.listener()
