@@ -206,6 +206,10 @@ static void conn_task(sk_conn *c)
         sk__conn_free(c);
         return;
     }
+    if (c->flags & F_STARTING) { /* a layer started on bytes one below it holds (TLS after a */
+        sk__conn_start_now(c);   /* PROXY header that came with the ClientHello) */
+        return;
+    }
     sk__conn_deliver_held(c); /* after sk_conn_resume_reading() */
     /* Bytes a layer holds (a TLS record decrypted but not yet read) are not in the socket, so
      * the loop will not report them: read them now. */
@@ -251,6 +255,10 @@ static void start_step(sk_conn *c)
     c->flags &= (uint16_t)~F_STARTING;
     sk__conn_touch(c);
     established(c);
+    /* Bytes that came behind a layer's start (a client's first data in the same segment as
+     * its PROXY header) are inside the layer, where the loop cannot see them: read them now. */
+    if (!(c->flags & F_CLOSED) && sk__conn_layer_pending(c))
+        sk__defer(c->loop, &c->io);
 }
 
 void sk__conn_start_now(sk_conn *c)
