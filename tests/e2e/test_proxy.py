@@ -561,6 +561,48 @@ class UsageTests(ProxyTestCase):
         self.usage(["relay", "127.0.0.1:0", "127.0.0.1:9", "--send-proxy", "v1",
                     "--proxy-unique-id"], "v2")
 
-    def test_accept_proxy_on_udp(self):
-        self.usage(["serve", "udp://127.0.0.1:0", "--accept-proxy"],
-                   "not supported for datagrams yet")
+    def test_proxy_from_is_for_streams(self):
+        self.usage(["serve", "udp://127.0.0.1:0", "--accept-proxy", "--proxy-from",
+                    "127.0.0.0/8"], "for streams")
+        self.usage(["relay", "udp://127.0.0.1:0", "udp://127.0.0.1:9", "--send-proxy", "v1"],
+                   "use v2")
+
+
+class DatagramTests(ProxyTestCase):
+    """The datagram form: a v2 header at the start of every datagram, parsed on its own."""
+
+    def udp_start(self, args):
+        from test_udp import UdpServer
+        srv = self.start(args, cls=UdpServer)
+        srv.await_listening()
+        return srv
+
+    def udp_header(self, src, sport, dst, dport):
+        hdr = v2_header(src, sport, dst, dport)
+        return hdr[:13] + b"\x12" + hdr[14:]  # family/transport: TCP4 -> UDP4
+
+    def test_serve_udp_strips_each_header_and_answers_the_proxy(self):
+        srv = self.udp_start(["serve", "udp://127.0.0.1:0", "-m", "echo", "--accept-proxy", "-v"])
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(IO_TIMEOUT)
+        s.sendto(self.udp_header("203.0.113.9", 4000, "10.0.0.1", 53) + b"payload",
+                 ("127.0.0.1", srv.port))
+        self.assertEqual(s.recv(100), b"payload")  # to the proxy, without the header
+        srv.wait_line(r"datagram of 7 bytes from 203\.0\.113\.9:4000 via 127\.0\.0\.1:")
+        s.sendto(b"no header at all", ("127.0.0.1", srv.port))
+        srv.wait_line(r"dropped: .*\(--accept-proxy: every datagram must start with a PROXY v2")
+        s.close()
+
+    def test_relay_udp_sends_a_header_per_datagram(self):
+        srv = self.udp_start(["serve", "udp://127.0.0.1:0", "-m", "echo", "--accept-proxy", "-v"])
+        r = self.udp_start(["relay", "udp://127.0.0.1:0", "udp://127.0.0.1:%d" % srv.port,
+                            "--send-proxy", "v2,crc32c"])
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(IO_TIMEOUT)
+        s.bind(("127.0.0.1", 0))
+        for i in range(3):
+            s.sendto(b"ping %d" % i, ("127.0.0.1", r.port))
+            self.assertEqual(s.recv(100), b"ping %d" % i)
+        # the server saw the client's own address in each header, not the relay's
+        srv.wait_line(r"datagram of 6 bytes from 127\.0\.0\.1:%d via" % s.getsockname()[1])
+        s.close()
