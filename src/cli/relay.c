@@ -50,6 +50,7 @@ static const char relay_usage[] =
     "TLS towards clients (LISTEN tls://):\n"
     "      --cert FILE          certificate chain (PEM); without it, an ephemeral one\n"
     "      --key FILE           private key (default: the --cert file)\n"
+    "      --client-ca FILE     require a client certificate signed by these CAs\n"
     "      --handshake-timeout SECS  (default 10)\n"
     "TLS towards targets (TARGET tls://): verified against the system's CAs unless\n"
     "      --ca FILE            trust these CAs instead\n"
@@ -307,6 +308,13 @@ static int send_proxy_header(relay *r, pair *p)
             .verify = info.verified ? 0 : 1, /* 0: a client certificate was verified */
             .version = {(const uint8_t *)info.version, strlen(info.version)},
         };
+        /* The client certificate's common name, from its subject ("/O=x/CN=alice/..."). */
+        const char *cn = strstr(info.peer_subject, "CN=");
+        if (cn) {
+            cn += 3;
+            o.ssl.client |= SK_PROXY_SSL_CLIENT_CERT_CONN;
+            o.ssl.cn = (sk_proxy_bytes){(const uint8_t *)cn, strcspn(cn, "/,")};
+        }
     }
     if (o.version == 2 && r->a->proxy_unique_id) {
         uint8_t raw[16];
@@ -501,6 +509,7 @@ enum {
     OPT_INSECURE,
     OPT_SNI,
     OPT_PROXY_UNIQUE_ID,
+    OPT_CLIENT_CA,
 };
 
 static const struct option long_options[] = {
@@ -528,6 +537,7 @@ static const struct option long_options[] = {
     PROXY_CLI_ACCEPT_OPTIONS,
     PROXY_CLI_SEND_OPTION,
     {"proxy-unique-id", no_argument, NULL, OPT_PROXY_UNIQUE_ID},
+    {"client-ca", required_argument, NULL, OPT_CLIENT_CA},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -602,6 +612,7 @@ static void parse_args(int argc, char **argv, relay_args *a)
         case OPT_PROXY_TIMEOUT:
         case OPT_SEND_PROXY: proxy_cli_option(&a->proxy, ch, optarg); break;
         case OPT_PROXY_UNIQUE_ID: a->proxy_unique_id = true; break;
+        case OPT_CLIENT_CA: a->tls_in.ca = optarg; break;
         case OPT_TLS_CIPHERS:
         case OPT_TLS_SUITES:
         case OPT_TLS_MIN: tls_cli_protocol_option(&protocol, ch, optarg); break;
@@ -656,9 +667,9 @@ static void check_tls_options(const relay_args *a)
     bool tls_target = false;
     for (size_t i = 0; i < a->pool.count; i++)
         tls_target |= a->pool.targets[i].spec.scheme == SK_SCHEME_TLS;
-    if ((a->tls_in.cert || a->tls_in.key) && a->listen.scheme != SK_SCHEME_TLS)
+    if ((a->tls_in.cert || a->tls_in.key || a->tls_in.ca) && a->listen.scheme != SK_SCHEME_TLS)
         die(EXIT_USAGE,
-            "--cert and --key are for a tls:// LISTEN address (sockit relay "
+            "--cert, --key and --client-ca are for a tls:// LISTEN address (sockit relay "
             "tls://%s ...)",
             a->listen_text);
     if ((a->tls_out.ca || a->tls_out.pin || a->tls_out.insecure || a->tls_out.sni) && !tls_target)

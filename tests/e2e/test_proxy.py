@@ -354,6 +354,47 @@ class RelayChainTests(ProxyTestCase):
             self.assertEqual(recv_exact(t, 7), b"payload")
         self.assertNotEqual(ids[0], ids[1], "a UNIQUE_ID per connection")
 
+    def test_relay_terminating_mutual_tls_tells_sni_version_and_client_cn(self):
+        """relay tls:// --client-ca --send-proxy v2: AUTHORITY is the SNI, and the SSL TLV has
+        the TLS version, the client certificate's CN, and verify 0 (verified)."""
+        import ssl
+        import tempfile
+        import tlsutil
+        if not tlsutil.openssl_available():
+            self.skipTest("openssl is needed to make the certificates")
+        import shutil
+        d = tempfile.mkdtemp(prefix="sockit-pki-")
+        self.addCleanup(shutil.rmtree, d, True)
+        pki = tlsutil.Pki(d)
+        lst = self.listener()
+        relay = self.start(["relay", "tls://127.0.0.1:0", "127.0.0.1:%d" % lst.getsockname()[1],
+                            "--cert", pki.server, "--key", pki.server_key,
+                            "--client-ca", pki.client_ca, "--send-proxy", "v2"], cls=Server)
+        relay.await_listening()
+        ctx = ssl.create_default_context(cafile=pki.ca)
+        ctx.load_cert_chain(pki.client, pki.client_key)
+        raw = self.connect(relay)
+        c = ctx.wrap_socket(raw, server_hostname="localhost")
+        c.sendall(b"hello")
+        t, _ = lst.accept()
+        self.addCleanup(t.close)
+        t.settimeout(IO_TIMEOUT)
+        hdr, src, tlvs = self.read_v2(t)
+        self.assertEqual(tlvs[0x02][1], b"localhost", "AUTHORITY: the client's SNI")
+        ssl_tlv = tlvs[0x20][1]
+        client, verify = ssl_tlv[0], struct.unpack("!I", ssl_tlv[1:5])[0]
+        self.assertTrue(client & 0x01 and client & 0x02, "SSL, and a certificate on this conn")
+        self.assertEqual(verify, 0, "the client certificate was verified")
+        subs, i = {}, 5
+        while i + 3 <= len(ssl_tlv):
+            st, n = ssl_tlv[i], struct.unpack("!H", ssl_tlv[i + 1:i + 3])[0]
+            subs[st] = ssl_tlv[i + 3:i + 3 + n]
+            i += 3 + n
+        self.assertEqual(subs.get(0x21), c.version().encode())
+        self.assertEqual(subs.get(0x22), b"sockit e2e client")
+        self.assertEqual(recv_exact(t, 5), b"hello")
+        c.close()
+
 
 class NginxTests(ProxyTestCase):
     """nginx stream { listen ... proxy_protocol; proxy_pass ...; proxy_protocol on; }: sockit
