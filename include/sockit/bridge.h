@@ -12,7 +12,8 @@
  * returns.
  *
  * Zero copy. When both conns are plain sockets (TCP or Unix, no TLS) and no filter is set, a
- * direction that has carried 64 KiB (bulk) moves its bytes with splice(2) from then on:
+ * direction whose socket had 16 KiB waiting at once (bulk) moves its bytes with splice(2) from
+ * then on:
  * socket -> pipe -> socket, never through user space. Idle and chatty pairs stay on the copy
  * and hold no pipe; a bulk direction gets its own, sized with F_SETPIPE_SZ, which is then its
  * queue and its bound. Where splice is refused (an old kernel, a socket type without it) the

@@ -25,10 +25,11 @@ typedef struct side {
     bool spliced;   /* it does now */
 } side;
 
-/* A direction starts on the copy and turns to splice once it has carried this much: bulk.
- * Idle and chatty pairs never take pipes (two descriptors and kernel buffers per direction),
- * and a small message costs no more copied than spliced. HAProxy's splice-auto does alike. */
-#define SPLICE_AFTER (64 * 1024)
+/* A direction starts on the copy and turns to splice at its first read this large: the socket
+ * had that much waiting, which is bulk. Idle and chatty pairs (however long they live) never
+ * take pipes, two descriptors and kernel buffers per direction, and a small message costs
+ * less copied than spliced. HAProxy's splice-auto decides alike, when a read fills a buffer. */
+#define SPLICE_READ (16 * 1024)
 
 struct sk_bridge {
     side s[2];
@@ -90,10 +91,10 @@ static bool can_splice(const sk_conn *from, const sk_conn *to);
 /* After bytes went the copy way: a bulk direction whose ends allow it turns to splice. The
  * other side must hold nothing queued (its pipe is drained before its queue, so bytes copied
  * earlier would come after those spliced later); if it does, a later chunk tries again. */
-static void maybe_splice(side *s)
+static void maybe_splice(side *s, size_t read)
 {
     side *o = s->other;
-    if (!s->splice_ok || s->spliced || s->filter || s->bytes < SPLICE_AFTER ||
+    if (!s->splice_ok || s->spliced || s->filter || read < SPLICE_READ ||
         !can_splice(s->conn, o->conn))
         return;
     if (sk__conn_splice_to(s->conn, o->conn, s->br->pipe_size) == 0)
@@ -121,7 +122,7 @@ static int forward(side *s, const void *data, size_t len)
     if (!side_writable(o))
         side_reading(s, false); /* until the other side drains */
     else
-        maybe_splice(s);
+        maybe_splice(s, len);
     return 0;
 }
 
