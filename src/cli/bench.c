@@ -174,6 +174,17 @@ static void parse_args(int argc, char **argv, bench_config *cfg, bench_args *a)
             proxy_cli p = {0};
             proxy_cli_option(&p, ch, optarg);
             cfg->send_proxy = p.send_version;
+            /* Documentation addresses (RFC 5737): what the server logs does not matter here. */
+            sk_addr src, dst;
+            sk_addr_from_ip(&src, "192.0.2.1", 40000);
+            sk_addr_from_ip(&dst, "192.0.2.2", 443);
+            sk_proxy_write_opts o = {.version = p.send_version,
+                                     .command = SK_PROXY_CMD_PROXY,
+                                     .transport = SK_PROXY_STREAM,
+                                     .src = &src,
+                                     .dst = &dst};
+            int n = sk_proxy_write(cfg->proxy_header, sizeof cfg->proxy_header, &o);
+            cfg->proxy_header_len = n > 0 ? (size_t)n : 0;
             break;
         }
         case 'j': a->json = true; break;

@@ -39,11 +39,13 @@ typedef struct bench_config {
     uint32_t conns, depth, threads;
     size_t size;
     int bulk_dir;
-    uint64_t rate;       /* messages per second in total; 0: as fast as replies come */
-    uint64_t timeout_ms; /* connect timeout */
-    sk_tls_ctx *tls;     /* tls:// addresses; NULL for plain TCP and Unix */
-    int send_proxy;      /* --send-proxy: 1 or 2 (a PROXY header per connection); 0 none */
-    char tls_name[256];  /* the name verified and sent as SNI */
+    uint64_t rate;            /* messages per second in total; 0: as fast as replies come */
+    uint64_t timeout_ms;      /* connect timeout */
+    sk_tls_ctx *tls;          /* tls:// addresses; NULL for plain TCP and Unix */
+    int send_proxy;           /* --send-proxy: 1 or 2 (a PROXY header per connection); 0 none */
+    uint8_t proxy_header[64]; /* plain TCP: written as each connection comes up */
+    size_t proxy_header_len;
+    char tls_name[256]; /* the name verified and sent as SNI */
 } bench_config;
 
 /* ---- the run's phase, set by the main thread, read by every worker (bench_worker.phase) ---- */

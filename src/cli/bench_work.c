@@ -223,11 +223,20 @@ static void bulk_drain(sk_conn *c)
 
 static void open_more(wstate *ws);
 
+/* --send-proxy on plain TCP: the same header for every connection, written as it comes up (one
+ * send, as a real proxy's client side costs); over TLS it is a layer under the handshake. */
+static void write_proxy_header(sk_conn *c, const bench_config *cfg)
+{
+    if (cfg->proxy_header_len && !cfg->tls)
+        sk_conn_write(c, cfg->proxy_header, cfg->proxy_header_len);
+}
+
 static void stream_connect(sk_conn *c)
 {
     bconn *b = sk_conn_data(c);
     wstate *ws = b->ws;
     const bench_config *cfg = ws->cfg;
+    write_proxy_header(c, cfg);
     b->up = true;
     ws->pending--;
     ctr_add(&ws->w->ctr.open, 1);
@@ -317,7 +326,7 @@ static void start_stream(wstate *ws, bconn *b)
     const sk_conn_callbacks *cb = ws->cfg->mode == BENCH_BULK ? &bulk_callbacks : &echo_callbacks;
     b->tx = b->rx = 0;
     int rc = sk_conn_connect(ws->w->loop, &ws->cfg->addr, ws->cfg->timeout_ms, cb, b, &b->c);
-    if (rc == 0 && ws->cfg->send_proxy)
+    if (rc == 0 && ws->cfg->send_proxy && ws->cfg->tls)
         rc = send_proxy(ws, b);
     if (rc == 0 && ws->cfg->tls)
         start_tls(ws, b);
@@ -379,7 +388,14 @@ static void connect_close(sk_conn *c, int reason)
         sk_timer_start(ws->retry, RETRY_MS, 0);
 }
 
+static void connect_up(sk_conn *c)
+{
+    bconn *b = sk_conn_data(c);
+    write_proxy_header(c, b->ws->cfg);
+}
+
 static const sk_conn_callbacks connect_callbacks = {
+    .on_connect = connect_up,
     .on_frame = connect_frame,
     .on_eof = connect_eof,
     .on_close = connect_close,
@@ -393,7 +409,7 @@ static void start_connect(wstate *ws, bconn *b)
     b->start_ns = bench_now_ns();
     int rc = sk_conn_connect(ws->w->loop, &ws->cfg->addr, ws->cfg->timeout_ms, &connect_callbacks,
                              b, &b->c);
-    if (rc == 0 && ws->cfg->send_proxy)
+    if (rc == 0 && ws->cfg->send_proxy && ws->cfg->tls)
         rc = send_proxy(ws, b);
     if (rc == 0 && ws->cfg->tls)
         start_tls(ws, b);
