@@ -368,10 +368,7 @@ SK_API int sk_bridge_set_filter(sk_bridge *br, sk_bridge_dir dir, sk_bridge_filt
 
 SK_API int sk_bridge_forward(sk_bridge *br, sk_bridge_dir dir, const void *data, size_t len)
 {
-    side *s = &br->s[dir];
-    if (s->other->closed)
-        return -EPIPE;
-    return forward(s, data, len);
+    return forward(&br->s[dir], data, len); /* -EPIPE once the other side is closed */
 }
 
 SK_API void sk_bridge_hold(sk_bridge *br, sk_bridge_dir dir, bool hold)

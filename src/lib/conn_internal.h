@@ -93,7 +93,6 @@ void sk__conn_touch(sk_conn *c); /* progress: push the idle or linger deadline *
 uint32_t sk__conn_current_period(const sk_conn *c);   /* the deadline the state needs, or 0 */
 void sk__conn_arm_timer(sk_conn *c, uint32_t period); /* period ms after the last activity */
 int sk__conn_make_timer(sk_conn *c);                  /* the one timer, now: 0 or -ENOMEM */
-void sk__conn_update_interest(sk_conn *c);     /* tell the loop what the conn waits for now */
 bool sk__conn_reading(const sk_conn *c);       /* reading is wanted (to deliver, or to discard) */
 int sk__conn_start_layers(sk_conn *c);         /* 1 all up, 0 waiting, or a failure code */
 bool sk__conn_layer_pending(const sk_conn *c); /* a layer holds bytes the socket will not show */

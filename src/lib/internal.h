@@ -93,7 +93,7 @@ sk__accepting *sk__loop_accepting(sk_loop *loop); /* loop.c: the loop's own */
 /* A conn for an accepted socket, not yet registered with the loop: the caller runs
  * sk__conn_update_interest() once it has handed it to its user. */
 int sk__conn_accepted(sk_loop *loop, int fd, sk_conn **out);
-void sk__conn_update_interest(sk_conn *c);
+void sk__conn_update_interest(sk_conn *c); /* tell the loop what the conn waits for now */
 /* Run a just-pushed layer's start now instead of at the next readiness: bytes that are there
  * already (a PROXY header that came with the handshake) save a trip round the loop. on_connect
  * may run inside this call. */

@@ -164,8 +164,7 @@ static void header_in(sk_conn *c)
     }
     pending_unlink(pd);
     free(pd);
-    static const sk_conn_callbacks none; /* until the accept callback sets the user's */
-    sk_conn_set_callbacks(c, &none);
+    sk_conn_set_callbacks(c, NULL); /* none until the accept callback sets the user's */
     sk_conn_set_data(c, NULL);
     admitted(l, c, &peer, slot);
 }
